@@ -1,0 +1,101 @@
+/* sbtest.h: the test-support library shared by every integration and fault test.
+ *
+ * - Service discovery: tests/run.sh exports SB_TEST_AMQP_URL, SB_TEST_REDIS_URL and
+ *   SB_TEST_KAFKA_BROKERS. A test whose service is not configured is skipped (exit 77)
+ *   unless SB_TEST_REQUIRE_ALL=1, which run.sh sets, so CI never silently skips.
+ * - Unique names for queues, topics, groups and keys, so tests never share state.
+ * - Wait-until helpers with a deadline: tests poll a predicate, never sleep blindly.
+ * - Small blocking publish/read helpers for RabbitMQ (rabbitmq-c) and Kafka (librdkafka).
+ *   They are test-side clients of the real brokers, not mocks of anything.
+ *
+ * Failures inside helpers print a reason to stderr and return an error; the SBT_CHECK
+ * macros abort the test with the file and line. */
+#ifndef SBTEST_H
+#define SBTEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <amqp.h>
+#include <librdkafka/rdkafka.h>
+
+#define SBT_SKIP 77
+
+/* Abort the test (exit 1) with a message when `cond` is false. */
+#define SBT_CHECK(cond)                                                                    \
+    do {                                                                                   \
+        if (!(cond))                                                                       \
+            sbt_fail(__FILE__, __LINE__, "check failed: %s", #cond);                       \
+    } while (0)
+#define SBT_CHECK_MSG(cond, ...)                                                           \
+    do {                                                                                   \
+        if (!(cond))                                                                       \
+            sbt_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \
+    } while (0)
+
+_Noreturn void sbt_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Value of a service variable, or skips the test (exit 77), or fails it when
+ * SB_TEST_REQUIRE_ALL=1. `what` names the service in the message. */
+const char *sbt_service(const char *var, const char *what);
+
+/* "<prefix>-<pid>-<counter>-<random>": unique per call, per process and per run.
+ * Static storage is not used: the caller frees with free(). */
+char *sbt_unique_name(const char *prefix);
+
+uint64_t sbt_now_ms(void);
+
+/* Polls pred(ud) every poll_ms until it is true or timeout_ms passed. True if it held. */
+bool sbt_wait_until(bool (*pred)(void *ud), void *ud, int timeout_ms, int poll_ms);
+
+/* ---- RabbitMQ --------------------------------------------------------------------------- */
+
+/* Connects and opens channel 1. URL as amqp://user:pass@host:port/vhost. NULL on failure,
+ * with the reason on stderr. */
+amqp_connection_state_t sbt_amqp_connect(const char *url);
+void sbt_amqp_close(amqp_connection_state_t c);
+
+/* Declares a queue (durable, not exclusive, not auto-delete) and optionally binds it to
+ * `exchange` with `binding_key` (skipped when exchange is NULL). 0 or -1. */
+int sbt_amqp_declare_queue(amqp_connection_state_t c, const char *queue, const char *exchange,
+                           const char *binding_key);
+int sbt_amqp_declare_topic_exchange(amqp_connection_state_t c, const char *exchange);
+int sbt_amqp_delete_queue(amqp_connection_state_t c, const char *queue);
+int sbt_amqp_delete_exchange(amqp_connection_state_t c, const char *exchange);
+
+/* Publishes one persistent message with optional message_id and type, under publisher
+ * confirms (the call waits for the broker's ack). 0 or -1. */
+int sbt_amqp_publish(amqp_connection_state_t c, const char *exchange, const char *routing_key,
+                     const void *body, size_t len, const char *message_id, const char *type);
+
+/* basic.get with a deadline: waits up to timeout_ms for a message, acks it, and returns a
+ * malloc'd copy of the body (NUL-terminated; length in *len). NULL when none arrived. */
+char *sbt_amqp_get(amqp_connection_state_t c, const char *queue, size_t *len, int timeout_ms);
+
+/* Number of ready messages in a queue (passive declare), or -1. */
+long sbt_amqp_queue_depth(amqp_connection_state_t c, const char *queue);
+
+/* ---- Kafka ------------------------------------------------------------------------------ */
+
+/* Creates a topic and waits until its metadata shows every partition with a leader. */
+int sbt_kafka_create_topic(const char *brokers, const char *topic, int partitions,
+                           int timeout_ms);
+
+/* Produces n messages (values[i], optional keys[i]) to a partition (-1: partitioner) and
+ * waits for every delivery report. 0 when all were delivered. */
+int sbt_kafka_produce(const char *brokers, const char *topic, int partition,
+                      const char *const *values, const char *const *keys, int n,
+                      int timeout_ms);
+
+/* A consumer in `group` with auto-commit off and earliest reset, subscribed to `topic`.
+ * Extra "key=value" properties may follow, terminated by NULL. */
+rd_kafka_t *sbt_kafka_consumer(const char *brokers, const char *group, const char *topic, ...);
+
+/* Polls until a message with a payload arrives or timeout_ms passes. The caller destroys the
+ * message with rd_kafka_message_destroy(). NULL on timeout. Errors such as partition EOF
+ * are skipped. */
+rd_kafka_message_t *sbt_kafka_poll(rd_kafka_t *consumer, int timeout_ms);
+
+#endif
