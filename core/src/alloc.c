@@ -40,9 +40,10 @@ void *sb_calloc(size_t n, size_t size)
 {
     if (size && n > SIZE_MAX / size)
         return NULL;
-    void *p = sb_malloc_hook(n * size ? n * size : 1);
+    size_t total = n * size;
+    void *p = sb_malloc_hook(total > 0 ? total : 1);
     if (p)
-        memset(p, 0, n * size);
+        memset(p, 0, total);
     return p;
 }
 
