@@ -2,7 +2,15 @@
  *
  * One explicit setter (sb_set_allocator) and no other global mutable state. jansson is
  * pointed at the same hooks so that allocation-failure sweeps reach its allocations too.
- * hiredis 0.14 (Debian 12) has no allocator hooks; its allocations stay on libc. */
+ * hiredis 0.14 (Debian 12) has no allocator hooks; its allocations stay on libc.
+ *
+ * jansson 2.14 does not always report a failed allocation: growing its token buffer can
+ * fail silently and drop a character, and some failures come back as syntax errors. So
+ * every failure is counted (sb__alloc_failures()), and code that parses with jansson
+ * compares the count before and after: any failure during a parse means SB_ENOMEM, whatever
+ * jansson said. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,10 +18,48 @@
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
+#include "alloc_internal.h"
 
 static sb_malloc_fn sb_malloc_hook = malloc;
 static sb_realloc_fn sb_realloc_hook = realloc;
 static sb_free_fn sb_free_hook = free;
+static atomic_ulong alloc_failures;
+
+unsigned long sb__alloc_failures(void)
+{
+    return atomic_load_explicit(&alloc_failures, memory_order_relaxed);
+}
+
+static void *counted(void *p)
+{
+    if (!p)
+        atomic_fetch_add_explicit(&alloc_failures, 1, memory_order_relaxed);
+    return p;
+}
+
+/* jansson's hooks: they follow the installed allocator and count failures like sb_malloc. */
+static void *json_malloc_hook(size_t size)
+{
+    return counted(sb_malloc_hook(size ? size : 1));
+}
+
+static void json_free_hook(void *p)
+{
+    if (p)
+        sb_free_hook(p);
+}
+
+static pthread_once_t json_once = PTHREAD_ONCE_INIT;
+
+static void install_json_hooks(void)
+{
+    json_set_alloc_funcs(json_malloc_hook, json_free_hook);
+}
+
+void sb__alloc_json_hooks(void)
+{
+    pthread_once(&json_once, install_json_hooks);
+}
 
 int sb_set_allocator(sb_malloc_fn m, sb_realloc_fn r, sb_free_fn f)
 {
@@ -27,13 +73,13 @@ int sb_set_allocator(sb_malloc_fn m, sb_realloc_fn r, sb_free_fn f)
     sb_malloc_hook = m;
     sb_realloc_hook = r;
     sb_free_hook = f;
-    json_set_alloc_funcs(m, f);
+    sb__alloc_json_hooks();
     return SB_EOK;
 }
 
 void *sb_malloc(size_t size)
 {
-    return sb_malloc_hook(size ? size : 1);
+    return counted(sb_malloc_hook(size ? size : 1));
 }
 
 void *sb_calloc(size_t n, size_t size)
@@ -41,7 +87,7 @@ void *sb_calloc(size_t n, size_t size)
     if (size && n > SIZE_MAX / size)
         return NULL;
     size_t total = n * size;
-    void *p = sb_malloc_hook(total > 0 ? total : 1);
+    void *p = counted(sb_malloc_hook(total > 0 ? total : 1));
     if (p)
         memset(p, 0, total);
     return p;
@@ -49,7 +95,7 @@ void *sb_calloc(size_t n, size_t size)
 
 void *sb_realloc(void *ptr, size_t size)
 {
-    return sb_realloc_hook(ptr, size ? size : 1);
+    return counted(sb_realloc_hook(ptr, size ? size : 1));
 }
 
 char *sb_strndup(const char *s, size_t n)

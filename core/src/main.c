@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "switchboard/switchboard.h"
+#include "config.h"
 #include "module.h"
+#include "schema.h"
 
 #define EX_OK_        0
 #define EX_FAIL       1
@@ -19,6 +21,10 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  version, --version       print the version and handler ABI\n"
+            "  config check -c FILE     validate a config file and print the effective config\n"
+            "  config reference         print every configuration key\n"
+            "  validate --schema FILE EVENT.json...\n"
+            "                           validate events against a JSON Schema\n"
             "  module check PATH...     load handler modules and print what they declare\n"
             "  help, --help             this text\n");
 }
@@ -69,6 +75,10 @@ int main(int argc, char **argv)
         usage(stdout);
         return EX_OK_;
     }
+    if (!strcmp(verb, "config"))
+        return sb__cmd_config(argc - 2, argv + 2);
+    if (!strcmp(verb, "validate"))
+        return sb__cmd_validate(argc - 2, argv + 2);
     if (!strcmp(verb, "module") && argc >= 3 && !strcmp(argv[2], "check"))
         return cmd_module_check(argc - 3, argv + 3);
     fprintf(stderr, "switchboard: unknown command \"%s\"\n", verb);

@@ -39,5 +39,5 @@ LD_LIBRARY_PATH="$prefix/lib" "$work/pc"
 out=$("$prefix/bin/switchboard" module check "$work/build/example_handler.so")
 echo "$out"
 grep -q "module example 0.0.1" <<< "$out"
-grep -q "handler datasync pattern DataSync\*Event" <<< "$out"
+grep -q "handler datasync pattern DataSyncCompletedEvent" <<< "$out"
 echo "ok: out-of-tree handler module built and loaded"

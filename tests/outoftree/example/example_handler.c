@@ -7,7 +7,7 @@ static sb_outcome_t on_datasync(sb_context_t *ctx, const sb_event_t *ev, void *u
 }
 
 static const sb_handler_def_t handlers[] = {
-    {.name = "datasync", .pattern = "DataSync*Event", .fn = on_datasync},
+    {.name = "datasync", .pattern = "DataSyncCompletedEvent", .fn = on_datasync},
     {0},
 };
 
