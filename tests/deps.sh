@@ -7,7 +7,7 @@ build_pkgs=(build-essential cmake ninja-build pkg-config
             libyaml-dev libssl-dev)
 test_pkgs=(clang libclang-rt-14-dev llvm libcmocka-dev
            redis-server redis-tools rabbitmq-server amqp-tools kcat
-           maven bc)
+           maven bc prometheus)
 pkgs=("${build_pkgs[@]}")
 if [ "${1:-}" = "--test" ]; then
     pkgs+=("${test_pkgs[@]}")

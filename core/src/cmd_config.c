@@ -4,8 +4,9 @@
  *                                      effective configuration with secrets masked
  *   switchboard config reference       print the Markdown key reference
  *
- * Only argument handling and sysexits statuses live here; loading, validating and masking
- * are config.c's. The error of a failed check is the loader's one line, on stderr. */
+ * Only argument handling and sysexits statuses live here; loading and validating are
+ * config.c's, masking config_dump.c's. The error of a failed check is the loader's one line,
+ * on stderr. */
 #include <stdio.h>
 #include <string.h>
 

@@ -1,22 +1,21 @@
-/* config.c: loading, overriding, validating and printing the configuration.
+/* config.c: loading the configuration: environment overrides, validation and getters.
  *
- * Four passes over small trees, each simple on its own:
- *   1. libyaml events -> a "raw" jansson tree whose scalars are all strings (after ${VAR}
- *      substitution), with a side table  path -> line  (and whether the scalar was plain);
+ * Three passes over small trees, each simple on its own:
+ *   1. the YAML text -> a "raw" jansson tree whose scalars are all strings (after ${VAR}
+ *      substitution), with a side table  path -> line  (config_yaml.c);
  *   2. SWITCHBOARD_* environment variables written into the raw tree, with a side table
  *      path -> variable name, so that errors name the variable instead of file:line;
  *   3. the raw tree checked against the property table (config_schema.c) into an
- *      "effective" tree, pre-filled with every default in table order and holding typed values;
- *   4. sb__config_dump(), the only printer, masking secrets.
- * Scalars stay text until pass 3 so that a value is parsed by the type of its key, the same
- * way whether it came from a plain, a quoted or an environment string ("0123" stays a string
- * for a queue name). Only `any` subtrees (a module's own settings) are typed by the YAML 1.2
- * core schema, which is why the loader remembers which scalars were plain.
+ *      "effective" tree, pre-filled with every default in table order and holding typed values.
+ * Printing the result is config_dump.c's alone. Scalars stay text until pass 3 so that a value
+ * is parsed by the type of its key, the same way whether it came from a plain, a quoted or an
+ * environment string ("0123" stays a string for a queue name). Only `any` subtrees (a module's
+ * own settings) are typed by the YAML 1.2 core schema, which is why the loader remembers which
+ * scalars were plain. The error helpers here serve all three passes.
  *
- * Refused on purpose: anchors and aliases (and so merge keys), tags other than the standard
- * str/map/seq ones, complex keys, several documents, nesting deeper than 64, dotted keys
- * standing for nested ones. Does not open any file named by the configuration except the
- * *_file secrets, and checks nothing that needs the network or a module. */
+ * Refused on purpose: dotted keys standing for nested ones. Does not parse YAML itself, does
+ * not print, does not open any file named by the configuration except the *_file secrets, and
+ * checks nothing that needs the network or a module. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -27,41 +26,21 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <yaml.h>
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "config.h"
+#include "config_internal.h"
+#include "errf.h"
 #include "units.h"
 
-#define PATH_MAX_   1024             /* longest key path */
-#define DEPTH_MAX   64               /* deepest nesting of mappings and sequences */
 #define SOURCE_MAX  (16u << 20)      /* largest configuration file */
 #define SECRET_MAX  (64u << 10)      /* largest *_file secret */
 #define ENV_PREFIX  "SWITCHBOARD_"
-#define MASK        "********"
-
-struct sb__config {
-    json_t *root; /* effective tree, typed */
-    char *name;   /* source name */
-};
-
-typedef struct path {
-    char buf[PATH_MAX_ + 1];
-    size_t len;
-} path_t;
-
-typedef struct ctx {
-    const char *name; /* file name for messages */
-    json_t *lines;    /* concrete path -> line * 2 + (scalar was plain) */
-    json_t *envsrc;   /* concrete path -> name of the variable that set it */
-    char *errstr;
-    size_t errsize;
-} ctx_t;
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static bool utf8_valid(const unsigned char *s, size_t n)
+bool sb__cfg_utf8_valid(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
@@ -108,57 +87,14 @@ static const char *kind_of(const json_t *v)
     }
 }
 
-static int path_push(path_t *p, const char *key, size_t *saved)
-{
-    size_t klen = strlen(key);
-    *saved = p->len;
-    size_t need = p->len + (p->len ? 1 : 0) + klen;
-    if (need > PATH_MAX_)
-        return -1;
-    if (p->len)
-        p->buf[p->len++] = '.';
-    memcpy(p->buf + p->len, key, klen);
-    p->len += klen;
-    p->buf[p->len] = '\0';
-    return 0;
-}
-
-static int path_push_index(path_t *p, size_t index, size_t *saved)
-{
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "[%zu]", index);
-    *saved = p->len;
-    if (p->len + (size_t)n > PATH_MAX_)
-        return -1;
-    memcpy(p->buf + p->len, tmp, (size_t)n + 1);
-    p->len += (size_t)n;
-    return 0;
-}
-
-static int path_push_raw(path_t *p, const char *s, size_t *saved)
-{
-    size_t n = strlen(s);
-    *saved = p->len;
-    if (p->len + n > PATH_MAX_)
-        return -1;
-    memcpy(p->buf + p->len, s, n + 1);
-    p->len += n;
-    return 0;
-}
-
-static void path_pop(path_t *p, size_t saved)
-{
-    p->len = saved;
-    p->buf[saved] = '\0';
-}
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
 /* Where did `cpath` come from? The nearest enclosing path that an environment variable set,
  * or that the file gave a line for. Writes "VAR", "file:line" or "file". */
-static void locate(const ctx_t *c, const char *cpath, char *out, size_t size)
+static void locate(const sb__cfg_ctx_t *c, const char *cpath, char *out, size_t size)
 {
-    char p[PATH_MAX_ + 1];
+    char p[SB__CFG_PATH_MAX + 1];
     snprintf(p, sizeof p, "%s", cpath ? cpath : "");
     for (;;) {
         json_t *v;
@@ -182,23 +118,22 @@ static void locate(const ctx_t *c, const char *cpath, char *out, size_t size)
     snprintf(out, size, "%s", c->name);
 }
 
-static int vfail(ctx_t *c, const char *where, const char *cpath, const char *fmt, va_list ap)
+static int vfail(sb__cfg_ctx_t *c, const char *where, const char *cpath, const char *fmt,
+                 va_list ap)
 {
-    if (c->errstr && c->errsize) {
-        char msg[512];
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        if (cpath && *cpath)
-            snprintf(c->errstr, c->errsize, "%s: %s: %s", where, cpath, msg);
-        else
-            snprintf(c->errstr, c->errsize, "%s: %s", where, msg);
-    }
-    return SB_ECONFIG;
+    char msg[512];
+    if (!c->errstr || !c->errsize)
+        return SB_ECONFIG;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (cpath && *cpath)
+        return sb__errf(c->errstr, c->errsize, SB_ECONFIG, "%s: %s: %s", where, cpath, msg);
+    return sb__errf(c->errstr, c->errsize, SB_ECONFIG, "%s: %s", where, msg);
 }
 
-static int fail(ctx_t *c, const char *cpath, const char *fmt, ...) SB_PRINTF(3, 4);
-static int fail(ctx_t *c, const char *cpath, const char *fmt, ...)
+static int fail(sb__cfg_ctx_t *c, const char *cpath, const char *fmt, ...) SB_PRINTF(3, 4);
+static int fail(sb__cfg_ctx_t *c, const char *cpath, const char *fmt, ...)
 {
-    char where[PATH_MAX_ + 64];
+    char where[SB__CFG_PATH_MAX + 64];
     locate(c, cpath, where, sizeof where);
     va_list ap;
     va_start(ap, fmt);
@@ -207,11 +142,9 @@ static int fail(ctx_t *c, const char *cpath, const char *fmt, ...)
     return rc;
 }
 
-static int fail_line(ctx_t *c, size_t line, const char *cpath, const char *fmt, ...)
-    SB_PRINTF(4, 5);
-static int fail_line(ctx_t *c, size_t line, const char *cpath, const char *fmt, ...)
+int sb__cfg_fail_line(sb__cfg_ctx_t *c, size_t line, const char *cpath, const char *fmt, ...)
 {
-    char where[PATH_MAX_ + 64];
+    char where[SB__CFG_PATH_MAX + 64];
     snprintf(where, sizeof where, "%s:%zu", c->name, line);
     va_list ap;
     va_start(ap, fmt);
@@ -220,8 +153,8 @@ static int fail_line(ctx_t *c, size_t line, const char *cpath, const char *fmt, 
     return rc;
 }
 
-static int fail_env(ctx_t *c, const char *var, const char *fmt, ...) SB_PRINTF(3, 4);
-static int fail_env(ctx_t *c, const char *var, const char *fmt, ...)
+static int fail_env(sb__cfg_ctx_t *c, const char *var, const char *fmt, ...) SB_PRINTF(3, 4);
+static int fail_env(sb__cfg_ctx_t *c, const char *var, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -230,11 +163,9 @@ static int fail_env(ctx_t *c, const char *var, const char *fmt, ...)
     return rc;
 }
 
-static int oom(ctx_t *c)
+int sb__cfg_oom(sb__cfg_ctx_t *c)
 {
-    if (c->errstr && c->errsize)
-        snprintf(c->errstr, c->errsize, "%s: out of memory", c->name);
-    return SB_ENOMEM;
+    return sb__errf(c->errstr, c->errsize, SB_ENOMEM, "%s: out of memory", c->name);
 }
 
 /* Edit distance, for "did you mean". Case-insensitive; long strings are not compared. */
@@ -287,8 +218,8 @@ static bool is_section(const char *sp, size_t len)
     return false;
 }
 
-static int unknown_key(ctx_t *c, const path_t *sp, size_t parent_len, const char *key,
-                       const char *cpath)
+static int unknown_key(sb__cfg_ctx_t *c, const sb__cfg_path_t *sp, size_t parent_len,
+                       const char *key, const char *cpath)
 {
     size_t n;
     const sb__cfg_prop_t *t = sb__cfg_props(&n);
@@ -468,346 +399,6 @@ static int parse_scalar(const sb__cfg_prop_t *p, const char *s, json_t **out, ch
     return *out ? SB_EOK : SB_ENOMEM;
 }
 
-/* ---- pass 1: YAML -> raw tree ----------------------------------------------------------- */
-
-/* Expands ${NAME}, ${NAME:-default} and $$ in `in`. A lone $ stays as it is. */
-static int substitute(ctx_t *c, const char *in, size_t len, size_t line, const char *cpath,
-                      char **out)
-{
-    *out = NULL;
-    if (!memchr(in, '$', len)) {
-        *out = sb_strndup(in, len);
-        return *out ? SB_EOK : oom(c);
-    }
-    size_t cap = len + 64, n = 0;
-    char *buf = sb_malloc(cap);
-    if (!buf)
-        return oom(c);
-    size_t i = 0;
-    int rc = SB_EOK;
-    while (i < len) {
-        const char *piece = in + i;
-        size_t plen = 1;
-        char name[128];
-        if (in[i] == '$' && i + 1 < len && in[i + 1] == '$') {
-            i += 2;
-        } else if (in[i] == '$' && i + 1 < len && in[i + 1] == '{') {
-            const char *close = memchr(in + i + 2, '}', len - i - 2);
-            if (!close) {
-                rc = fail_line(c, line, cpath, "unterminated \"${\" (write $$ for a dollar)");
-                break;
-            }
-            const char *nm = in + i + 2;
-            size_t nlen = 0;
-            while (nm + nlen < close &&
-                   (nm[nlen] == '_' || (nm[nlen] >= 'A' && nm[nlen] <= 'Z') ||
-                    (nm[nlen] >= 'a' && nm[nlen] <= 'z') ||
-                    (nlen > 0 && nm[nlen] >= '0' && nm[nlen] <= '9')))
-                nlen++;
-            const char *rest = nm + nlen;
-            bool has_default = rest + 1 < close && rest[0] == ':' && rest[1] == '-';
-            if (nlen == 0 || nlen >= sizeof name || (rest != close && !has_default)) {
-                rc = fail_line(c, line, cpath,
-                               "invalid substitution \"%.*s\" (expected ${NAME} or "
-                               "${NAME:-default})",
-                               (int)(close - (in + i) + 1 > 80 ? 80 : close - (in + i) + 1),
-                               in + i);
-                break;
-            }
-            memcpy(name, nm, nlen);
-            name[nlen] = '\0';
-            const char *val = getenv(name);
-            if (has_default && (!val || !*val)) {
-                piece = rest + 2;
-                plen = (size_t)(close - piece);
-            } else if (!val) {
-                rc = fail_line(c, line, cpath,
-                               "environment variable %s is not set (write ${%s:-default} to "
-                               "give a default)",
-                               name, name);
-                break;
-            } else {
-                piece = val;
-                plen = strlen(val);
-            }
-            i = (size_t)(close - in) + 1;
-        } else {
-            i++;
-        }
-        if (n + plen + 1 > cap) {
-            size_t ncap = (n + plen + 1) * 2;
-            char *nb = sb_realloc(buf, ncap);
-            if (!nb) {
-                rc = oom(c);
-                break;
-            }
-            buf = nb;
-            cap = ncap;
-        }
-        memcpy(buf + n, piece, plen);
-        n += plen;
-    }
-    if (rc != SB_EOK) {
-        sb_free(buf);
-        return rc;
-    }
-    buf[n] = '\0';
-    if (!utf8_valid((const unsigned char *)buf, n) || strlen(buf) != n) {
-        sb_free(buf);
-        return fail_line(c, line, cpath, "value is not valid UTF-8 text after substitution");
-    }
-    *out = buf;
-    return SB_EOK;
-}
-
-typedef struct frame {
-    json_t *node;     /* borrowed: owned by its parent (or the root) */
-    size_t saved_len; /* path length before this node's own segment */
-    size_t index;     /* next element index (sequences) */
-    char *key;        /* pending key (mappings), owned */
-    size_t key_line;
-} frame_t;
-
-static int record_line(ctx_t *c, const char *cpath, size_t line, bool plain)
-{
-    json_t *v = json_integer((json_int_t)(line * 2 + (plain ? 1 : 0)));
-    if (!v || json_object_set_new(c->lines, cpath, v) != 0)
-        return oom(c);
-    return SB_EOK;
-}
-
-/* Adds `node` (owned; always consumed) under the top frame, pushing its path segment onto
- * `path` (the caller pops it). For the root, stores it in *root. */
-static int attach(ctx_t *c, frame_t *stack, int depth, path_t *path, json_t *node, size_t line,
-                  bool plain, json_t **root, size_t *saved)
-{
-    *saved = path->len;
-    if (depth == 0) {
-        *root = node;
-        return SB_EOK;
-    }
-    frame_t *top = &stack[depth - 1];
-    int rc;
-    if (json_is_object(top->node)) {
-        if (path_push(path, top->key, saved) != 0) {
-            json_decref(node);
-            return fail_line(c, top->key_line, NULL, "key path too long");
-        }
-        json_t *prev = json_object_get(c->lines, path->buf);
-        if (json_object_get(top->node, top->key)) {
-            json_decref(node);
-            return fail_line(c, top->key_line, path->buf, "duplicate key (first at line %lld)",
-                             prev ? (long long)(json_integer_value(prev) / 2) : 0LL);
-        }
-        rc = record_line(c, path->buf, top->key_line, plain);
-        if (rc != SB_EOK) {
-            json_decref(node);
-            return rc;
-        }
-        if (json_object_set_new(top->node, top->key, node) != 0)
-            return oom(c);
-        sb_free(top->key);
-        top->key = NULL;
-    } else {
-        if (path_push_index(path, top->index++, saved) != 0) {
-            json_decref(node);
-            return fail_line(c, line, NULL, "key path too long");
-        }
-        rc = record_line(c, path->buf, line, plain);
-        if (rc != SB_EOK) {
-            json_decref(node);
-            return rc;
-        }
-        if (json_array_append_new(top->node, node) != 0)
-            return oom(c);
-    }
-    return SB_EOK;
-}
-
-static bool tag_ok(const yaml_char_t *tag, const char *standard)
-{
-    return !tag || !strcmp((const char *)tag, "!") || !strcmp((const char *)tag, standard);
-}
-
-static int yaml_fail(ctx_t *c, const yaml_parser_t *parser)
-{
-    if (parser->error == YAML_MEMORY_ERROR)
-        return oom(c);
-    size_t line = parser->problem_mark.line + 1;
-    const char *problem = parser->problem ? parser->problem : "unknown problem";
-    if (parser->context)
-        return fail_line(c, line, NULL, "YAML syntax error: %s %s", problem, parser->context);
-    return fail_line(c, line, NULL, "YAML syntax error: %s", problem);
-}
-
-static int load_yaml(ctx_t *c, const char *buf, size_t len, json_t **out)
-{
-    yaml_parser_t parser;
-    yaml_event_t ev;
-    frame_t stack[DEPTH_MAX];
-    int depth = 0, docs = 0, rc = SB_EOK;
-    bool done = false;
-    json_t *root = NULL;
-    path_t *path = sb_malloc(sizeof *path);
-    *out = NULL;
-    if (!path)
-        return oom(c);
-    path->len = 0;
-    path->buf[0] = '\0';
-    if (!yaml_parser_initialize(&parser)) {
-        sb_free(path);
-        return oom(c);
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-    while (!done && rc == SB_EOK) {
-        if (!yaml_parser_parse(&parser, &ev)) {
-            rc = yaml_fail(c, &parser);
-            break;
-        }
-        size_t line = ev.start_mark.line + 1;
-        frame_t *top = depth ? &stack[depth - 1] : NULL;
-        bool want_key = top && json_is_object(top->node) && !top->key;
-        char cpath[PATH_MAX_ + 32]; /* the path the node of this event will have */
-        if (!want_key && top && top->key)
-            snprintf(cpath, sizeof cpath, "%s%s%s", path->buf, path->len ? "." : "", top->key);
-        else if (!want_key && top)
-            snprintf(cpath, sizeof cpath, "%s[%zu]", path->buf, top->index);
-        else
-            snprintf(cpath, sizeof cpath, "%s", path->buf);
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = true;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++docs > 1)
-                rc = fail_line(c, line, NULL, "only one YAML document is allowed");
-            break;
-        case YAML_ALIAS_EVENT:
-            rc = fail_line(c, line, cpath, "anchors and aliases are not supported");
-            break;
-        case YAML_SCALAR_EVENT: {
-            const char *s = (const char *)ev.data.scalar.value;
-            size_t slen = ev.data.scalar.length;
-            if (ev.data.scalar.anchor) {
-                rc = fail_line(c, line, cpath, "anchors and aliases are not supported");
-                break;
-            }
-            if (!tag_ok(ev.data.scalar.tag, YAML_STR_TAG)) {
-                rc = fail_line(c, line, cpath, "YAML tag %.64s is not supported",
-                               (const char *)ev.data.scalar.tag);
-                break;
-            }
-            if (memchr(s, '\0', slen) || !utf8_valid((const unsigned char *)s, slen)) {
-                rc = fail_line(c, line, cpath, "NUL character or invalid UTF-8");
-                break;
-            }
-            if (want_key) {
-                top->key = sb_strndup(s, slen);
-                top->key_line = line;
-                if (!top->key)
-                    rc = oom(c);
-                break;
-            }
-            bool plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && !ev.data.scalar.tag;
-            json_t *node;
-            if (plain && (slen == 0 || !strcmp(s, "~") || !strcmp(s, "null") ||
-                          !strcmp(s, "Null") || !strcmp(s, "NULL"))) {
-                node = json_null();
-            } else {
-                char *text;
-                rc = substitute(c, s, slen, line, cpath, &text);
-                if (rc != SB_EOK)
-                    break;
-                node = json_string(text);
-                sb_free(text);
-                if (!node) {
-                    rc = oom(c);
-                    break;
-                }
-            }
-            size_t saved;
-            rc = attach(c, stack, depth, path, node, line, plain, &root, &saved);
-            path_pop(path, saved);
-            if (rc == SB_EOK && depth == 0 && !json_is_null(node))
-                rc = fail_line(c, line, NULL, "the top level must be a mapping of keys");
-            break;
-        }
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT: {
-            bool map = ev.type == YAML_MAPPING_START_EVENT;
-            const yaml_char_t *anchor =
-                map ? ev.data.mapping_start.anchor : ev.data.sequence_start.anchor;
-            const yaml_char_t *tag = map ? ev.data.mapping_start.tag : ev.data.sequence_start.tag;
-            if (anchor) {
-                rc = fail_line(c, line, cpath, "anchors and aliases are not supported");
-                break;
-            }
-            if (!tag_ok(tag, map ? YAML_MAP_TAG : YAML_SEQ_TAG)) {
-                rc = fail_line(c, line, cpath, "YAML tag %.64s is not supported",
-                               (const char *)tag);
-                break;
-            }
-            if (want_key) {
-                rc = fail_line(c, line, cpath, "complex mapping keys are not supported");
-                break;
-            }
-            if (depth == DEPTH_MAX) {
-                rc = fail_line(c, line, cpath, "nesting deeper than %d levels", DEPTH_MAX);
-                break;
-            }
-            if (depth == 0 && !map) {
-                rc = fail_line(c, line, NULL, "the top level must be a mapping of keys");
-                break;
-            }
-            json_t *node = map ? json_object() : json_array();
-            if (!node) {
-                rc = oom(c);
-                break;
-            }
-            size_t saved;
-            rc = attach(c, stack, depth, path, node, line, false, &root, &saved);
-            if (rc != SB_EOK) {
-                path_pop(path, saved);
-                break;
-            }
-            stack[depth].node = node;
-            stack[depth].saved_len = saved;
-            stack[depth].index = 0;
-            stack[depth].key = NULL;
-            stack[depth].key_line = 0;
-            depth++;
-            break;
-        }
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth > 0) {
-                depth--;
-                sb_free(stack[depth].key);
-                path_pop(path, stack[depth].saved_len);
-            }
-            break;
-        default:
-            break;
-        }
-        yaml_event_delete(&ev);
-    }
-    while (depth > 0)
-        sb_free(stack[--depth].key);
-    yaml_parser_delete(&parser);
-    sb_free(path);
-    if (rc != SB_EOK) {
-        json_decref(root);
-        return rc;
-    }
-    if (!root || json_is_null(root)) {
-        json_decref(root);
-        root = json_object();
-        if (!root)
-            return oom(c);
-    }
-    *out = root;
-    return SB_EOK;
-}
 
 /* ---- pass 2: environment ---------------------------------------------------------------- */
 
@@ -821,7 +412,7 @@ static void env_name(const char *path, char *buf, size_t size)
 
 /* Finds (creating empty mappings on the way) the raw mapping holding table path `tpath`'s
  * last segment, or NULL if the file has a non-mapping there (validation reports it). */
-static int env_parent(ctx_t *c, json_t *raw, const char *tpath, json_t **parent,
+static int env_parent(sb__cfg_ctx_t *c, json_t *raw, const char *tpath, json_t **parent,
                       const char **last)
 {
     json_t *node = raw;
@@ -841,7 +432,7 @@ static int env_parent(ctx_t *c, json_t *raw, const char *tpath, json_t **parent,
         if (!next || json_is_null(next)) {
             next = json_object();
             if (!next || json_object_set_new(node, key, next) != 0)
-                return oom(c);
+                return sb__cfg_oom(c);
         } else if (!json_is_object(next)) {
             return SB_EOK;
         }
@@ -853,20 +444,20 @@ static int env_parent(ctx_t *c, json_t *raw, const char *tpath, json_t **parent,
     return SB_EOK;
 }
 
-static int env_note(ctx_t *c, const char *cpath, const char *var)
+static int env_note(sb__cfg_ctx_t *c, const char *cpath, const char *var)
 {
     json_t *v = json_string(var);
     if (!v || json_object_set_new(c->envsrc, cpath, v) != 0)
-        return oom(c);
+        return sb__cfg_oom(c);
     return SB_EOK;
 }
 
 /* Sets parent[key] = value from variable `var`, dropping the other form of a secret
  * (key vs key_file) that the file gave: the environment wins over the file. */
-static int env_set(ctx_t *c, json_t *parent, const char *key, const char *other,
+static int env_set(sb__cfg_ctx_t *c, json_t *parent, const char *key, const char *other,
                    const char *prefix, const char *value, const char *var)
 {
-    char cpath[PATH_MAX_ + 1], opath[PATH_MAX_ + 1];
+    char cpath[SB__CFG_PATH_MAX + 1], opath[SB__CFG_PATH_MAX + 1];
     snprintf(cpath, sizeof cpath, "%s%s%s", prefix, *prefix ? "." : "", key);
     if (other) {
         snprintf(opath, sizeof opath, "%s%s%s", prefix, *prefix ? "." : "", other);
@@ -878,17 +469,17 @@ static int env_set(ctx_t *c, json_t *parent, const char *key, const char *other,
     }
     json_t *v = json_string(value);
     if (!v || json_object_set_new(parent, key, v) != 0)
-        return oom(c);
+        return sb__cfg_oom(c);
     return env_note(c, cpath, var);
 }
 
-static int env_apply_one(ctx_t *c, json_t *raw, const char *var, const char *value)
+static int env_apply_one(sb__cfg_ctx_t *c, json_t *raw, const char *var, const char *value)
 {
     size_t n;
     const sb__cfg_prop_t *t = sb__cfg_props(&n);
-    char name[PATH_MAX_ + 32];
+    char name[SB__CFG_PATH_MAX + 32];
     size_t vlen = strlen(var);
-    if (!utf8_valid((const unsigned char *)value, strlen(value)))
+    if (!sb__cfg_utf8_valid((const unsigned char *)value, strlen(value)))
         return fail_env(c, var, "value is not valid UTF-8");
     /* Exact names (and NAME_FILE for secrets) first: map keys must not shadow them. */
     for (size_t i = 0; i < n; i++) {
@@ -910,7 +501,7 @@ static int env_apply_one(ctx_t *c, json_t *raw, const char *var, const char *val
         char key[160], other[160];
         snprintf(key, sizeof key, "%s%s", last, file ? "_file" : "");
         snprintf(other, sizeof other, "%s%s", last, file ? "" : "_file");
-        char prefix[PATH_MAX_ + 1];
+        char prefix[SB__CFG_PATH_MAX + 1];
         int plen = last > p->path ? (int)(last - p->path - 1) : 0;
         snprintf(prefix, sizeof prefix, "%.*s", plen, p->path);
         return env_set(c, parent, key, (p->flags & SB__CFG_SECRET) ? other : NULL, prefix,
@@ -954,7 +545,7 @@ static int env_apply_one(ctx_t *c, json_t *raw, const char *var, const char *val
         if (!map || json_is_null(map)) {
             map = json_object();
             if (!map || json_object_set_new(parent, last, map) != 0)
-                return oom(c);
+                return sb__cfg_oom(c);
         } else if (!json_is_object(map)) {
             return SB_EOK; /* the file's value is wrong; validation says so */
         }
@@ -966,7 +557,7 @@ static int env_apply_one(ctx_t *c, json_t *raw, const char *var, const char *val
     /* Unknown: suggest the nearest variable. */
     const char *best = NULL;
     size_t best_d = (size_t)-1;
-    char best_name[PATH_MAX_ + 32];
+    char best_name[SB__CFG_PATH_MAX + 32];
     for (size_t i = 0; i < n; i++) {
         if (strchr(t[i].path, '[') || t[i].type == SB__CFG_OBJECT_LIST)
             continue;
@@ -985,7 +576,7 @@ static int env_apply_one(ctx_t *c, json_t *raw, const char *var, const char *val
 
 extern char **environ;
 
-static int apply_env(ctx_t *c, json_t *raw)
+static int apply_env(sb__cfg_ctx_t *c, json_t *raw)
 {
     for (char **e = environ; e && *e; e++) {
         if (strncmp(*e, ENV_PREFIX, strlen(ENV_PREFIX)) != 0)
@@ -1012,7 +603,7 @@ static int apply_env(ctx_t *c, json_t *raw)
 
 /* Sets obj[rel] (rel dotted, table keys never contain dots), creating mappings on the way.
  * Consumes `val`. */
-static int set_rel(ctx_t *c, json_t *obj, const char *rel, json_t *val)
+static int set_rel(sb__cfg_ctx_t *c, json_t *obj, const char *rel, json_t *val)
 {
     for (;;) {
         const char *dot = strchr(rel, '.');
@@ -1031,19 +622,19 @@ static int set_rel(ctx_t *c, json_t *obj, const char *rel, json_t *val)
             next = json_object();
             if (!next || json_object_set_new(obj, key, next) != 0) {
                 json_decref(val);
-                return oom(c);
+                return sb__cfg_oom(c);
             }
         }
         obj = next;
         rel = dot + 1;
     }
     if (json_object_set_new(obj, rel, val) != 0)
-        return oom(c);
+        return sb__cfg_oom(c);
     return SB_EOK;
 }
 
 /* Fills every default below schema prefix ("" or "handlers[]") into obj, in table order. */
-static int fill_defaults(ctx_t *c, json_t *obj, const char *prefix)
+static int fill_defaults(sb__cfg_ctx_t *c, json_t *obj, const char *prefix)
 {
     size_t n, plen = strlen(prefix);
     const sb__cfg_prop_t *t = sb__cfg_props(&n);
@@ -1066,7 +657,7 @@ static int fill_defaults(ctx_t *c, json_t *obj, const char *prefix)
             char msg[256];
             int rc = parse_scalar(p, p->def, &v, msg, sizeof msg);
             if (rc == SB_ENOMEM)
-                return oom(c);
+                return sb__cfg_oom(c);
             if (rc != SB_EOK)
                 return fail(c, p->path, "bad default in the property table: %s", msg);
         } else if (p->type == SB__CFG_STRING_LIST || p->type == SB__CFG_OBJECT_LIST) {
@@ -1077,7 +668,7 @@ static int fill_defaults(ctx_t *c, json_t *obj, const char *prefix)
             v = json_string("");
         }
         if (!v)
-            return oom(c);
+            return sb__cfg_oom(c);
         int rc = set_rel(c, obj, rel, v);
         if (rc != SB_EOK)
             return rc;
@@ -1087,7 +678,7 @@ static int fill_defaults(ctx_t *c, json_t *obj, const char *prefix)
 
 /* Reads a *_file secret. Only regular files: a FIFO or a device (/dev/stdin, /dev/zero)
  * could block or never end, and opening with O_NONBLOCK keeps even the open from blocking. */
-static int read_secret_file(ctx_t *c, const char *cpath, const char *file, json_t **out)
+static int read_secret_file(sb__cfg_ctx_t *c, const char *cpath, const char *file, json_t **out)
 {
     *out = NULL;
     if (!*file)
@@ -1103,7 +694,7 @@ static int read_secret_file(ctx_t *c, const char *cpath, const char *file, json_
     char *buf = sb_malloc(SECRET_MAX + 1);
     if (!buf) {
         close(fd);
-        return oom(c);
+        return sb__cfg_oom(c);
     }
     size_t n = 0;
     int err = 0;
@@ -1125,17 +716,17 @@ static int read_secret_file(ctx_t *c, const char *cpath, const char *file, json_
         rc = fail(c, cpath, "\"%s\" is larger than %u bytes", file, SECRET_MAX);
     while (rc == SB_EOK && n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         n--;
-    if (rc == SB_EOK && (memchr(buf, '\0', n) || !utf8_valid((unsigned char *)buf, n)))
+    if (rc == SB_EOK && (memchr(buf, '\0', n) || !sb__cfg_utf8_valid((unsigned char *)buf, n)))
         rc = fail(c, cpath, "\"%s\" is not UTF-8 text", file);
     if (rc == SB_EOK && !(*out = json_stringn(buf, n)))
-        rc = oom(c);
+        rc = sb__cfg_oom(c);
     sb_free(buf);
     return rc;
 }
 
 /* key_file given for a secret key: the secret is the file's content. */
-static int secret_from_file(ctx_t *c, json_t *raw_parent, json_t *eff_parent, const char *key,
-                            json_t *val, const char *cpath)
+static int secret_from_file(sb__cfg_ctx_t *c, json_t *raw_parent, json_t *eff_parent,
+                            const char *key, json_t *val, const char *cpath)
 {
     size_t klen = strlen(key) - 5;
     char base[256];
@@ -1152,7 +743,7 @@ static int secret_from_file(ctx_t *c, json_t *raw_parent, json_t *eff_parent, co
     if (rc != SB_EOK)
         return rc;
     if (json_object_set_new(eff_parent, base, content) != 0)
-        return oom(c);
+        return sb__cfg_oom(c);
     return SB_EOK;
 }
 
@@ -1209,13 +800,13 @@ static json_t *core_scalar(const char *s, bool plain)
     return json_string(s);
 }
 
-static int convert_any(ctx_t *c, json_t *raw, path_t *cp, json_t **out)
+static int convert_any(sb__cfg_ctx_t *c, json_t *raw, sb__cfg_path_t *cp, json_t **out)
 {
     *out = NULL;
     if (json_is_object(raw)) {
         json_t *obj = json_object();
         if (!obj)
-            return oom(c);
+            return sb__cfg_oom(c);
         const char *k;
         json_t *v;
         json_object_foreach(raw, k, v) {
@@ -1228,7 +819,7 @@ static int convert_any(ctx_t *c, json_t *raw, path_t *cp, json_t **out)
             int rc = convert_any(c, v, cp, &child);
             path_pop(cp, saved);
             if (rc == SB_EOK && json_object_set_new(obj, k, child) != 0)
-                rc = oom(c);
+                rc = sb__cfg_oom(c);
             if (rc != SB_EOK) {
                 json_decref(obj);
                 return rc;
@@ -1240,7 +831,7 @@ static int convert_any(ctx_t *c, json_t *raw, path_t *cp, json_t **out)
     if (json_is_array(raw)) {
         json_t *arr = json_array();
         if (!arr)
-            return oom(c);
+            return sb__cfg_oom(c);
         for (size_t i = 0; i < json_array_size(raw); i++) {
             size_t saved;
             json_t *child;
@@ -1251,7 +842,7 @@ static int convert_any(ctx_t *c, json_t *raw, path_t *cp, json_t **out)
             int rc = convert_any(c, json_array_get(raw, i), cp, &child);
             path_pop(cp, saved);
             if (rc == SB_EOK && json_array_append_new(arr, child) != 0)
-                rc = oom(c);
+                rc = sb__cfg_oom(c);
             if (rc != SB_EOK) {
                 json_decref(arr);
                 return rc;
@@ -1264,20 +855,21 @@ static int convert_any(ctx_t *c, json_t *raw, path_t *cp, json_t **out)
         json_t *l = json_object_get(c->lines, cp->buf);
         bool plain = l && (json_integer_value(l) & 1);
         *out = core_scalar(json_string_value(raw), plain);
-        return *out ? SB_EOK : oom(c);
+        return *out ? SB_EOK : sb__cfg_oom(c);
     }
     *out = json_incref(raw); /* null */
     return SB_EOK;
 }
 
-static int validate_object(ctx_t *c, json_t *raw, json_t *eff, path_t *sp, path_t *cp);
+static int validate_object(sb__cfg_ctx_t *c, json_t *raw, json_t *eff, sb__cfg_path_t *sp,
+                           sb__cfg_path_t *cp);
 
-static int validate_list(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t **out,
-                         path_t *cp)
+static int validate_list(sb__cfg_ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t **out,
+                         sb__cfg_path_t *cp)
 {
     json_t *arr = json_array();
     if (!arr)
-        return oom(c);
+        return sb__cfg_oom(c);
     int rc = SB_EOK;
     if (json_is_string(val)) { /* comma-separated */
         const char *s = json_string_value(val);
@@ -1291,7 +883,7 @@ static int validate_list(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t 
             if (e > b) {
                 json_t *item = json_stringn(b, (size_t)(e - b));
                 if (!item || json_array_append_new(arr, item) != 0)
-                    rc = oom(c);
+                    rc = sb__cfg_oom(c);
             }
             s += len + (s[len] == ',');
         }
@@ -1306,7 +898,7 @@ static int validate_list(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t 
                 break;
             }
             if (json_array_append(arr, item) != 0)
-                rc = oom(c);
+                rc = sb__cfg_oom(c);
         }
     } else {
         rc = fail(c, cp->buf, "expected a sequence of strings, got %s", kind_of(val));
@@ -1321,11 +913,11 @@ static int validate_list(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t 
 }
 
 /* "k1=v1, k2=v2" (the one-variable form of a map, e.g. SWITCHBOARD_SCHEMAS_BINDINGS). */
-static int map_from_text(ctx_t *c, const char *s, json_t **out, path_t *cp)
+static int map_from_text(sb__cfg_ctx_t *c, const char *s, json_t **out, sb__cfg_path_t *cp)
 {
     json_t *map = json_object();
     if (!map)
-        return oom(c);
+        return sb__cfg_oom(c);
     int rc = SB_EOK;
     while (*s && rc == SB_EOK) {
         size_t len = strcspn(s, ",");
@@ -1345,7 +937,7 @@ static int map_from_text(ctx_t *c, const char *s, json_t **out, path_t *cp)
             if (!key || !v || json_object_set_new(map, key, v) != 0) {
                 if (!key)
                     json_decref(v);
-                rc = oom(c);
+                rc = sb__cfg_oom(c);
             }
             sb_free(key);
         }
@@ -1359,7 +951,7 @@ static int map_from_text(ctx_t *c, const char *s, json_t **out, path_t *cp)
     return SB_EOK;
 }
 
-static int validate_map(ctx_t *c, json_t *val, json_t **out, path_t *cp)
+static int validate_map(sb__cfg_ctx_t *c, json_t *val, json_t **out, sb__cfg_path_t *cp)
 {
     if (json_is_string(val))
         return map_from_text(c, json_string_value(val), out, cp);
@@ -1367,7 +959,7 @@ static int validate_map(ctx_t *c, json_t *val, json_t **out, path_t *cp)
         return fail(c, cp->buf, "expected a mapping of strings, got %s", kind_of(val));
     json_t *map = json_object();
     if (!map)
-        return oom(c);
+        return sb__cfg_oom(c);
     const char *k;
     json_t *v;
     int rc = SB_EOK;
@@ -1391,7 +983,7 @@ static int validate_map(ctx_t *c, json_t *val, json_t **out, path_t *cp)
         if (!json_is_string(v))
             rc = fail(c, cp->buf, "expected a string, got %s", kind_of(v));
         else if (json_object_set(map, k, v) != 0)
-            rc = oom(c);
+            rc = sb__cfg_oom(c);
         path_pop(cp, saved);
         if (rc != SB_EOK)
             break;
@@ -1404,18 +996,19 @@ static int validate_map(ctx_t *c, json_t *val, json_t **out, path_t *cp)
     return SB_EOK;
 }
 
-static int validate_objects(ctx_t *c, json_t *val, json_t **out, path_t *sp, path_t *cp)
+static int validate_objects(sb__cfg_ctx_t *c, json_t *val, json_t **out, sb__cfg_path_t *sp,
+                            sb__cfg_path_t *cp)
 {
     if (!json_is_array(val))
         return fail(c, cp->buf, "expected a sequence of mappings, got %s", kind_of(val));
     size_t ssaved;
     if (path_push_raw(sp, "[]", &ssaved) != 0)
         return fail(c, cp->buf, "key path too long");
-    char name_key[PATH_MAX_ + 8];
+    char name_key[SB__CFG_PATH_MAX + 8];
     snprintf(name_key, sizeof name_key, "%s.name", sp->buf);
     bool named = sb__cfg_prop_find(name_key, strlen(name_key)) != NULL;
     json_t *arr = json_array();
-    int rc = arr ? SB_EOK : oom(c);
+    int rc = arr ? SB_EOK : sb__cfg_oom(c);
     for (size_t i = 0; rc == SB_EOK && i < json_array_size(val); i++) {
         json_t *item = json_array_get(val, i);
         size_t csaved;
@@ -1427,9 +1020,9 @@ static int validate_objects(ctx_t *c, json_t *val, json_t **out, path_t *sp, pat
         if (!json_is_object(item)) {
             rc = fail(c, cp->buf, "expected a mapping, got %s", kind_of(item));
         } else if (!(elem = json_object())) {
-            rc = oom(c);
+            rc = sb__cfg_oom(c);
         } else if (json_array_append_new(arr, elem) != 0) {
-            rc = oom(c);
+            rc = sb__cfg_oom(c);
         } else if ((rc = fill_defaults(c, elem, sp->buf)) == SB_EOK) {
             rc = validate_object(c, item, elem, sp, cp);
         }
@@ -1470,8 +1063,8 @@ static int validate_objects(ctx_t *c, json_t *val, json_t **out, path_t *sp, pat
     return SB_EOK;
 }
 
-static int validate_prop(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t *eff,
-                         const char *key, path_t *sp, path_t *cp)
+static int validate_prop(sb__cfg_ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t *eff,
+                         const char *key, sb__cfg_path_t *sp, sb__cfg_path_t *cp)
 {
     json_t *node = NULL;
     int rc;
@@ -1498,7 +1091,7 @@ static int validate_prop(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t 
         char msg[384];
         rc = parse_scalar(p, json_string_value(val), &node, msg, sizeof msg);
         if (rc == SB_ENOMEM)
-            return oom(c);
+            return sb__cfg_oom(c);
         if (rc != SB_EOK)
             return fail(c, cp->buf, "%s", msg);
         if ((p->flags & SB__CFG_REQUIRED) && p->type == SB__CFG_STRING &&
@@ -1512,11 +1105,12 @@ static int validate_prop(ctx_t *c, const sb__cfg_prop_t *p, json_t *val, json_t 
     if (rc != SB_EOK)
         return rc;
     if (json_object_set_new(eff, key, node) != 0)
-        return oom(c);
+        return sb__cfg_oom(c);
     return SB_EOK;
 }
 
-static int validate_object(ctx_t *c, json_t *raw, json_t *eff, path_t *sp, path_t *cp)
+static int validate_object(sb__cfg_ctx_t *c, json_t *raw, json_t *eff, sb__cfg_path_t *sp,
+                           sb__cfg_path_t *cp)
 {
     const char *key;
     json_t *val;
@@ -1540,7 +1134,7 @@ static int validate_object(ctx_t *c, json_t *raw, json_t *eff, path_t *sp, path_
                 if (!child) {
                     child = json_object();
                     if (!child || json_object_set_new(eff, key, child) != 0)
-                        rc = oom(c);
+                        rc = sb__cfg_oom(c);
                 }
                 if (rc == SB_EOK)
                     rc = validate_object(c, val, child, sp, cp);
@@ -1569,9 +1163,9 @@ static int validate_object(ctx_t *c, json_t *raw, json_t *eff, path_t *sp, path_
 int sb__config_load_buffer(const char *buf, size_t len, const char *name, sb__config_t **out,
                            char *errstr, size_t errstr_size)
 {
-    ctx_t c = {.name = name ? name : "<config>", .errstr = errstr, .errsize = errstr_size};
+    sb__cfg_ctx_t c = {.name = name ? name : "<config>", .errstr = errstr, .errsize = errstr_size};
     json_t *raw = NULL, *eff = NULL;
-    path_t *sp = NULL, *cp = NULL;
+    sb__cfg_path_t *sp = NULL, *cp = NULL;
     sb__config_t *cfg = NULL;
     int rc;
     if (!out)
@@ -1586,16 +1180,16 @@ int sb__config_load_buffer(const char *buf, size_t len, const char *name, sb__co
     eff = json_object();
     cfg = sb_calloc(1, sizeof *cfg);
     if (!c.lines || !c.envsrc || !sp || !cp || !eff || !cfg) {
-        rc = oom(&c);
+        rc = sb__cfg_oom(&c);
         goto err;
     }
     sp->len = cp->len = 0;
     sp->buf[0] = cp->buf[0] = '\0';
     if (buf) {
-        rc = load_yaml(&c, buf, len, &raw);
+        rc = sb__cfg_yaml_read(&c, buf, len, &raw);
     } else {
         raw = json_object();
-        rc = raw ? SB_EOK : oom(&c);
+        rc = raw ? SB_EOK : sb__cfg_oom(&c);
     }
     if (rc == SB_EOK)
         rc = apply_env(&c, raw);
@@ -1607,7 +1201,7 @@ int sb__config_load_buffer(const char *buf, size_t len, const char *name, sb__co
         goto err;
     cfg->name = sb_strdup(c.name);
     if (!cfg->name) {
-        rc = oom(&c);
+        rc = sb__cfg_oom(&c);
         goto err;
     }
     cfg->root = eff;
@@ -1637,11 +1231,8 @@ int sb__config_load(const char *path, sb__config_t **out, char *errstr, size_t e
     if (!path)
         return sb__config_load_buffer(NULL, 0, "<defaults>", out, errstr, errstr_size);
     FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errstr && errstr_size)
-            snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
-        return SB_EIO;
-    }
+    if (!f)
+        return sb__errf(errstr, errstr_size, SB_EIO, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     char *buf = sb_malloc(cap);
     int rc = buf ? SB_EOK : SB_ENOMEM;
@@ -1665,14 +1256,12 @@ int sb__config_load(const char *path, sb__config_t **out, char *errstr, size_t e
     }
     int err = errno;
     fclose(f);
-    if (rc != SB_EOK && errstr && errstr_size) {
-        if (rc == SB_ENOMEM)
-            snprintf(errstr, errstr_size, "%s: out of memory", path);
-        else if (rc == SB_ECONFIG)
-            snprintf(errstr, errstr_size, "%s: larger than %u MiB", path, SOURCE_MAX >> 20);
-        else
-            snprintf(errstr, errstr_size, "%s: cannot read: %s", path, strerror(err));
-    }
+    if (rc == SB_ENOMEM)
+        sb__errf(errstr, errstr_size, rc, "%s: out of memory", path);
+    else if (rc == SB_ECONFIG)
+        sb__errf(errstr, errstr_size, rc, "%s: larger than %u MiB", path, SOURCE_MAX >> 20);
+    else if (rc != SB_EOK)
+        sb__errf(errstr, errstr_size, rc, "%s: cannot read: %s", path, strerror(err));
     if (rc == SB_EOK)
         rc = sb__config_load_buffer(buf, len, path, out, errstr, errstr_size);
     sb_free(buf);
@@ -1770,264 +1359,4 @@ uint64_t sb__config_size(const sb__config_t *cfg, const char *path)
 const char *sb__config_source(const sb__config_t *cfg)
 {
     return cfg ? cfg->name : NULL;
-}
-
-/* ---- pass 4: printing ------------------------------------------------------------------- */
-
-typedef enum { MODE_SCHEMA, MODE_MAP, MODE_ANY } dump_mode_t;
-
-static bool plain_safe(const char *s)
-{
-    static const char *const special[] = {"true", "false", "yes", "no", "on", "off", "null", "y",
-                                          "n"};
-    if (!*s || !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_' || *s == '/'))
-        return false;
-    for (const char *p = s; *p; p++) {
-        char ch = *p;
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '.' || ch == '/' || ch == '-'))
-            return false;
-    }
-    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
-        size_t n = strlen(special[i]);
-        if (strlen(s) != n)
-            continue;
-        size_t k = 0;
-        while (k < n && (s[k] | 0x20) == special[i][k])
-            k++;
-        if (k == n)
-            return false;
-    }
-    return true;
-}
-
-static void put_string(FILE *out, const char *s)
-{
-    if (plain_safe(s)) {
-        fputs(s, out);
-        return;
-    }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p == '\n')
-            fputs("\\n", out);
-        else if (*p == '\t')
-            fputs("\\t", out);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(out, "\\x%02x", *p);
-        else
-            fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
-/* amqp://user:pass@host -> amqp://user:********@host. Unparseable: all masked. */
-static void put_url_masked(FILE *out, const char *s)
-{
-    const char *scheme = strstr(s, "://");
-    if (!*s) {
-        put_string(out, s);
-        return;
-    }
-    if (!scheme) {
-        fputs("\"" MASK "\"", out);
-        return;
-    }
-    const char *auth = scheme + 3;
-    const char *at = strrchr(auth, '@');
-    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-    if (!colon) {
-        put_string(out, s);
-        return;
-    }
-    size_t n = strlen(s) + sizeof MASK;
-    char buf[1024];
-    if (n >= sizeof buf) {
-        fputs("\"" MASK "\"", out);
-        return;
-    }
-    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(colon + 1 - s), s, MASK, at);
-    put_string(out, buf);
-}
-
-static void put_scalar(FILE *out, const json_t *v, const sb__cfg_prop_t *p, bool masked)
-{
-    char buf[64];
-    if (masked) {
-        if (p && (p->flags & SB__CFG_URL) && json_is_string(v))
-            put_url_masked(out, json_string_value(v));
-        else if (json_is_string(v) && !*json_string_value(v))
-            fputs("\"\"", out);
-        else
-            fputs("\"" MASK "\"", out);
-        return;
-    }
-    switch (json_typeof(v)) {
-    case JSON_STRING:
-        put_string(out, json_string_value(v));
-        break;
-    case JSON_INTEGER:
-        if (p && p->type == SB__CFG_DURATION) {
-            sb__format_duration_ms((uint64_t)json_integer_value(v), buf, sizeof buf);
-            fputs(buf, out);
-        } else if (p && p->type == SB__CFG_SIZE) {
-            sb__format_size((uint64_t)json_integer_value(v), buf, sizeof buf);
-            fputs(buf, out);
-        } else {
-            fprintf(out, "%lld", (long long)json_integer_value(v));
-        }
-        break;
-    case JSON_REAL:
-        snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
-        fputs(buf, out);
-        if (!strpbrk(buf, ".eE"))
-            fputs(".0", out);
-        break;
-    case JSON_TRUE:
-        fputs("true", out);
-        break;
-    case JSON_FALSE:
-        fputs("false", out);
-        break;
-    default:
-        fputs("null", out);
-        break;
-    }
-}
-
-static void put_indent(FILE *out, int n)
-{
-    for (int i = 0; i < n; i++)
-        fputc(' ', out);
-}
-
-/* Flow style for containers nested in sequences of an `any` subtree. */
-static void put_flow(FILE *out, const json_t *v)
-{
-    if (json_is_object(v)) {
-        const char *k;
-        json_t *x;
-        bool first = true;
-        fputc('{', out);
-        json_object_foreach((json_t *)v, k, x) {
-            fputs(first ? "" : ", ", out);
-            first = false;
-            put_string(out, k);
-            fputs(": ", out);
-            if (sb__cfg_secret_name(k))
-                fputs("\"" MASK "\"", out);
-            else
-                put_flow(out, x);
-        }
-        fputc('}', out);
-    } else if (json_is_array(v)) {
-        fputc('[', out);
-        for (size_t i = 0; i < json_array_size(v); i++) {
-            fputs(i ? ", " : "", out);
-            put_flow(out, json_array_get(v, i));
-        }
-        fputc(']', out);
-    } else {
-        put_scalar(out, v, NULL, false);
-    }
-}
-
-static void dump_object(FILE *out, const json_t *obj, path_t *sp, dump_mode_t mode, int indent,
-                        bool inline_first);
-
-/* Prints ": value\n" (or ":\n" and a block) for one key. */
-static void dump_value(FILE *out, const json_t *v, path_t *sp, const sb__cfg_prop_t *p,
-                       dump_mode_t mode, bool masked, int indent)
-{
-    if (masked || (!json_is_object(v) && !json_is_array(v))) {
-        fputc(' ', out);
-        put_scalar(out, v, p, masked);
-        fputc('\n', out);
-        return;
-    }
-    if (json_is_object(v)) {
-        if (json_object_size(v) == 0) {
-            fputs(" {}\n", out);
-            return;
-        }
-        fputc('\n', out);
-        dump_object(out, v, sp, mode, indent + 2, false);
-        return;
-    }
-    if (json_array_size(v) == 0) {
-        fputs(" []\n", out);
-        return;
-    }
-    fputc('\n', out);
-    size_t saved = sp->len;
-    bool objects = p && p->type == SB__CFG_OBJECT_LIST;
-    if (objects && path_push_raw(sp, "[]", &saved) != 0)
-        objects = false;
-    for (size_t i = 0; i < json_array_size(v); i++) {
-        const json_t *item = json_array_get(v, i);
-        put_indent(out, indent + 2);
-        fputs("- ", out);
-        if (json_is_object(item) && json_object_size(item) > 0) {
-            dump_object(out, item, sp, objects ? MODE_SCHEMA : MODE_ANY, indent + 4, true);
-        } else {
-            put_flow(out, item);
-            fputc('\n', out);
-        }
-    }
-    path_pop(sp, saved);
-}
-
-static void dump_object(FILE *out, const json_t *obj, path_t *sp, dump_mode_t mode, int indent,
-                        bool inline_first)
-{
-    const char *k;
-    json_t *v;
-    bool first = true;
-    json_object_foreach((json_t *)obj, k, v) {
-        if (!(first && inline_first))
-            put_indent(out, indent);
-        first = false;
-        put_string(out, k);
-        fputc(':', out);
-        if (mode == MODE_SCHEMA) {
-            size_t saved;
-            if (path_push(sp, k, &saved) != 0) {
-                fputs(" \"" MASK "\"\n", out);
-                continue;
-            }
-            const sb__cfg_prop_t *p = sb__cfg_prop_find(sp->buf, sp->len);
-            dump_mode_t child = MODE_SCHEMA;
-            if (p && p->type == SB__CFG_STRING_MAP)
-                child = MODE_MAP;
-            else if (p && p->type == SB__CFG_ANY)
-                child = MODE_ANY;
-            bool masked = p && (p->flags & SB__CFG_SECRET);
-            dump_value(out, v, sp, p, child, masked, indent);
-            path_pop(sp, saved);
-        } else {
-            dump_value(out, v, sp, NULL, mode, sb__cfg_secret_name(k), indent);
-        }
-    }
-}
-
-void sb__config_dump(const sb__config_t *cfg, FILE *out)
-{
-    path_t *sp;
-    if (!cfg || !out)
-        return;
-    sp = sb_malloc(sizeof *sp);
-    if (!sp) {
-        fputs("# out of memory\n", out);
-        return;
-    }
-    sp->len = 0;
-    sp->buf[0] = '\0';
-    fputs("# effective configuration from ", out);
-    for (const char *p = cfg->name; *p; p++)
-        fputc((unsigned char)*p < 0x20 ? '?' : *p, out);
-    fputs(" (secrets masked)\n", out);
-    dump_object(out, cfg->root, sp, MODE_SCHEMA, 0, false);
-    sb_free(sp);
 }

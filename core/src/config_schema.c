@@ -70,6 +70,10 @@ static const sb__cfg_prop_t props[] = {
           "Name of this service; used as the consumer name in brokers and logs."),
     P_DUR("service.shutdown_timeout", "30s", 0, 10 * MS_MIN, 0,
           "On SIGTERM, how long in-flight messages may take to settle before exit."),
+    P_INT("service.max_inflight", "1000", 1, 100000, 0,
+          "Messages in flight at most; intake pauses at this bound (memory stays flat)."),
+    P_INT("service.workers", "4", 1, 256, 0,
+          "Worker threads for handlers declared blocking."),
 
     P_ENUM("log.level", "info", log_levels, 0, "Least severe level written."),
     P_ENUM("log.format", "json", log_formats, 0,
@@ -77,6 +81,10 @@ static const sb__cfg_prop_t props[] = {
 
     P_ENUM("transport.kind", "memory", transport_kinds, 0,
            "Which broker to consume from (memory: in-process, for tests and the demo)."),
+    P_INT("transport.memory.capacity", "10000", 1, 10000000, 0,
+          "In-memory broker: messages it holds at most (queued, delayed and in flight)."),
+    P_BOOL("transport.memory.loopback", "true", 0,
+           "In-memory broker: follow-up events published by handlers are consumed too."),
 
     P_STR("transport.kafka.brokers", "embedded", 0,
           "Bootstrap servers (host:port,...), or \"embedded\" for librdkafka's mock cluster."),

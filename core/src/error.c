@@ -1,6 +1,11 @@
 /* error.c: names and descriptions of sb_err_t codes, generated from the same X-macro list
- * as the enum itself, so the three can never disagree. */
+ * as the enum itself, so the three can never disagree; and sb__errf(), the one helper that
+ * writes an error text into a caller's buffer. Holds no state and never allocates. */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "switchboard/error.h"
+#include "errf.h"
 
 const char *sb_strerror(int err)
 {
@@ -26,4 +31,15 @@ const char *sb_err_name(int err)
     default:
         return "SB_EUNKNOWN";
     }
+}
+
+int sb__errf(char *errstr, size_t errstr_size, int rc, const char *fmt, ...)
+{
+    if (errstr && errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
 }

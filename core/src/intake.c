@@ -7,6 +7,7 @@
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
+#include "errf.h"
 #include "intake.h"
 #include "router.h"
 #include "schema.h"
@@ -21,19 +22,6 @@ struct sb__intake {
     sb__schema_set_t *schema_set;
     sb__intake_stats_t stats;
 };
-
-static int fail(char *errstr, size_t n, int rc, const char *fmt, ...) SB_PRINTF(4, 5);
-
-static int fail(char *errstr, size_t n, int rc, const char *fmt, ...)
-{
-    if (errstr && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, n, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 int sb__intake_new(const sb__intake_opts_t *opts, sb__intake_t **out)
 {
@@ -97,7 +85,7 @@ int sb__intake_from_config(const sb__config_t *cfg, sb__intake_t **out, char *er
         o.envelope.type_field = sb__config_str(cfg, "transport.kafka.event_type_field");
     sb__intake_t *in;
     if (sb__intake_new(&o, &in) != SB_EOK)
-        return fail(errstr, errstr_size, SB_ENOMEM, "out of memory");
+        return sb__errf(errstr, errstr_size, SB_ENOMEM, "out of memory");
     const char *dir = sb__config_str(cfg, "schemas.dir");
     json_t *bindings = sb__config_json(cfg, "schemas.bindings");
     const char *pattern;
@@ -108,8 +96,8 @@ int sb__intake_from_config(const sb__config_t *cfg, sb__intake_t **out, char *er
         const char *name = json_string_value(file);
         if (!name) {
             sb__intake_destroy(in);
-            return fail(errstr, errstr_size, SB_ECONFIG, "schemas.bindings.%s: not a string",
-                        pattern);
+            return sb__errf(errstr, errstr_size, SB_ECONFIG, "schemas.bindings.%s: not a string",
+                            pattern);
         }
         if (name[0] == '/')
             snprintf(path, sizeof path, "%s", name);
@@ -118,8 +106,8 @@ int sb__intake_from_config(const sb__config_t *cfg, sb__intake_t **out, char *er
         int rc = sb__intake_bind_schema(in, pattern, path, why, sizeof why);
         if (rc != SB_EOK) {
             sb__intake_destroy(in);
-            return fail(errstr, errstr_size, rc == SB_ENOMEM ? SB_ENOMEM : SB_ECONFIG,
-                        "schemas.bindings.%s: %s", pattern, why);
+            return sb__errf(errstr, errstr_size, rc == SB_ENOMEM ? SB_ENOMEM : SB_ECONFIG,
+                            "schemas.bindings.%s: %s", pattern, why);
         }
     }
     *out = in;

@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "switchboard/switchboard.h"
+#include "cmd_demo.h"
+#include "cmd_new_handler.h"
+#include "cmd_run.h"
 #include "config.h"
 #include "module.h"
 #include "schema.h"
@@ -21,11 +24,15 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  version, --version       print the version and handler ABI\n"
+            "  run [-c FILE]            consume with the configuration in FILE\n"
+            "  demo [--events N]        run the embedded demo (no broker needed)\n"
             "  config check -c FILE     validate a config file and print the effective config\n"
             "  config reference         print every configuration key\n"
             "  validate --schema FILE EVENT.json...\n"
             "                           validate events against a JSON Schema\n"
             "  module check PATH...     load handler modules and print what they declare\n"
+            "  new-handler NAME [--dir DIR]\n"
+            "                           write a handler module skeleton with its test\n"
             "  help, --help             this text\n");
 }
 
@@ -75,10 +82,16 @@ int main(int argc, char **argv)
         usage(stdout);
         return EX_OK_;
     }
+    if (!strcmp(verb, "run"))
+        return sb__cmd_run(argc - 2, argv + 2);
+    if (!strcmp(verb, "demo"))
+        return sb__cmd_demo(argc - 2, argv + 2);
     if (!strcmp(verb, "config"))
         return sb__cmd_config(argc - 2, argv + 2);
     if (!strcmp(verb, "validate"))
         return sb__cmd_validate(argc - 2, argv + 2);
+    if (!strcmp(verb, "new-handler"))
+        return sb__cmd_new_handler(argc - 2, argv + 2);
     if (!strcmp(verb, "module") && argc >= 3 && !strcmp(argv[2], "check"))
         return cmd_module_check(argc - 3, argv + 3);
     fprintf(stderr, "switchboard: unknown command \"%s\"\n", verb);

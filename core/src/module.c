@@ -13,6 +13,8 @@
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "switchboard/version.h"
+#include "errf.h"
+#include "host.h"
 #include "module.h"
 
 struct sb__module {
@@ -21,70 +23,34 @@ struct sb__module {
     const sb_module_t *desc;
 };
 
-static void host_log(const char *module, sb_log_level_t level, const char *fmt, ...)
-{
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "[%s] %s: ", (unsigned)level < 4 ? names[level] : "?", module ? module : "-");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static const sb_host_api host_api = {
-    .abi_version = SB_HANDLER_ABI_VERSION,
-    .struct_size = sizeof(sb_host_api),
-    .host_version = SB_VERSION_STRING,
-    .log = host_log,
-};
-
-const sb_host_api *sb__host_api(void)
-{
-    return &host_api;
-}
-
-static int fail(char *errstr, size_t size, int err, const char *fmt, ...) SB_PRINTF(4, 5);
-
-static int fail(char *errstr, size_t size, int err, const char *fmt, ...)
-{
-    if (errstr && size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, size, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
 int sb__module_check(const sb_module_t *d, char *errstr, size_t errstr_size)
 {
     if (!d)
-        return fail(errstr, errstr_size, SB_EINVAL, "module returned no descriptor");
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "module returned no descriptor");
     if (d->abi_version != SB_HANDLER_ABI_VERSION)
-        return fail(errstr, errstr_size, SB_EABI,
-                    "module built for handler ABI %u, this switchboard speaks ABI %u",
-                    (unsigned)d->abi_version, (unsigned)SB_HANDLER_ABI_VERSION);
+        return sb__errf(errstr, errstr_size, SB_EABI,
+                        "module built for handler ABI %u, this switchboard speaks ABI %u",
+                        (unsigned)d->abi_version, (unsigned)SB_HANDLER_ABI_VERSION);
     if (d->struct_size < offsetof(sb_module_t, reserved))
-        return fail(errstr, errstr_size, SB_EABI,
-                    "module descriptor is %u bytes, at least %zu expected",
-                    (unsigned)d->struct_size, offsetof(sb_module_t, reserved));
+        return sb__errf(errstr, errstr_size, SB_EABI,
+                        "module descriptor is %u bytes, at least %zu expected",
+                        (unsigned)d->struct_size, offsetof(sb_module_t, reserved));
     if (!d->name || !*d->name)
-        return fail(errstr, errstr_size, SB_EINVAL, "module has no name");
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "module has no name");
     if (!d->handlers || !d->handlers[0].name)
-        return fail(errstr, errstr_size, SB_EINVAL, "module \"%s\" declares no handlers",
-                    d->name);
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "module \"%s\" declares no handlers",
+                        d->name);
     for (const sb_handler_def_t *h = d->handlers; h->name; h++) {
         if (!h->fn)
-            return fail(errstr, errstr_size, SB_EINVAL,
-                        "module \"%s\": handler \"%s\" has no function", d->name, h->name);
+            return sb__errf(errstr, errstr_size, SB_EINVAL,
+                            "module \"%s\": handler \"%s\" has no function", d->name, h->name);
         if (!h->pattern || !*h->pattern)
-            return fail(errstr, errstr_size, SB_EINVAL,
-                        "module \"%s\": handler \"%s\" has no pattern", d->name, h->name);
+            return sb__errf(errstr, errstr_size, SB_EINVAL,
+                            "module \"%s\": handler \"%s\" has no pattern", d->name, h->name);
         for (const sb_handler_def_t *o = d->handlers; o != h; o++)
             if (strcmp(o->name, h->name) == 0)
-                return fail(errstr, errstr_size, SB_EINVAL,
-                            "module \"%s\": handler \"%s\" declared twice", d->name, h->name);
+                return sb__errf(errstr, errstr_size, SB_EINVAL,
+                                "module \"%s\": handler \"%s\" declared twice", d->name, h->name);
     }
     return SB_EOK;
 }
@@ -92,13 +58,13 @@ int sb__module_check(const sb_module_t *d, char *errstr, size_t errstr_size)
 int sb__module_open(const char *path, sb__module_t **out, char *errstr, size_t errstr_size)
 {
     if (!path || !out)
-        return fail(errstr, errstr_size, SB_EINVAL, "no module path");
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "no module path");
     *out = NULL;
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl) {
         const char *why = dlerror();
-        return fail(errstr, errstr_size, SB_ENOTFOUND, "cannot load module %s: %s", path,
-                    why ? why : "unknown dlopen error");
+        return sb__errf(errstr, errstr_size, SB_ENOTFOUND, "cannot load module %s: %s", path,
+                        why ? why : "unknown dlopen error");
     }
     int rc;
     char why[256] = "";
@@ -106,25 +72,25 @@ int sb__module_open(const char *path, sb__module_t **out, char *errstr, size_t e
     /* POSIX blesses this conversion for dlsym results. */
     *(void **)&init = dlsym(dl, SB_MODULE_INIT_SYMBOL);
     if (!init) {
-        rc = fail(errstr, errstr_size, SB_EABI, "module %s does not export %s()", path,
-                  SB_MODULE_INIT_SYMBOL);
+        rc = sb__errf(errstr, errstr_size, SB_EABI, "module %s does not export %s()", path,
+                      SB_MODULE_INIT_SYMBOL);
         goto err;
     }
-    const sb_module_t *d = init(&host_api, why, sizeof why);
+    const sb_module_t *d = init(sb__host_api(), why, sizeof why);
     if (!d) {
-        rc = fail(errstr, errstr_size, SB_EINVAL, "module %s refused to load: %s", path,
-                  why[0] ? why : "no reason given");
+        rc = sb__errf(errstr, errstr_size, SB_EINVAL, "module %s refused to load: %s", path,
+                      why[0] ? why : "no reason given");
         goto err;
     }
     rc = sb__module_check(d, why, sizeof why);
     if (rc != SB_EOK) {
-        fail(errstr, errstr_size, rc, "module %s: %s", path, why);
+        sb__errf(errstr, errstr_size, rc, "module %s: %s", path, why);
         goto err;
     }
     sb__module_t *m = sb_calloc(1, sizeof *m);
     if (!m || !(m->path = sb_strdup(path))) {
         sb_free(m);
-        rc = fail(errstr, errstr_size, SB_ENOMEM, "out of memory loading %s", path);
+        rc = sb__errf(errstr, errstr_size, SB_ENOMEM, "out of memory loading %s", path);
         goto err;
     }
     m->dl = dl;
@@ -144,7 +110,7 @@ int sb__module_wrap_static(const sb_module_t *desc, sb__module_t **out, char *er
         return rc;
     sb__module_t *m = sb_calloc(1, sizeof *m);
     if (!m)
-        return fail(errstr, errstr_size, SB_ENOMEM, "out of memory");
+        return sb__errf(errstr, errstr_size, SB_ENOMEM, "out of memory");
     m->desc = desc;
     *out = m;
     return SB_EOK;

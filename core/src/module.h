@@ -14,9 +14,6 @@
 
 typedef struct sb__module sb__module_t;
 
-/* The host API table this process hands to modules. Lives for the whole process. */
-const sb_host_api *sb__host_api(void);
-
 /* Opens the module at `path`. On success *out owns the dlopen handle; release it with
  * sb__module_close(). On failure returns a negative sb_err_t and a one-line reason. */
 int sb__module_open(const char *path, sb__module_t **out, char *errstr, size_t errstr_size);

@@ -30,6 +30,7 @@
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "alloc_internal.h"
+#include "errf.h"
 #include "schema.h"
 
 #define COMPILE_MAX_DEPTH  256  /* schema nesting + $ref chain while compiling */
@@ -121,17 +122,6 @@ typedef struct path {
 } path_t;
 
 /* ---- small helpers ------------------------------------------------------------------- */
-
-static void set_err(char *errstr, size_t n, const char *fmt, ...) SB_PRINTF(3, 4);
-static void set_err(char *errstr, size_t n, const char *fmt, ...)
-{
-    if (!errstr || !n)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr, n, fmt, ap);
-    va_end(ap);
-}
 
 typedef struct {
     char *buf;
@@ -636,8 +626,8 @@ static int cerr(cctx_t *cx, const struct doc *d, const path_t *at, int code, con
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(cx->errstr, cx->n, "%s#%s: %s", d->path ? d->path : "(inline schema)", where, msg);
-    return code;
+    return sb__errf(cx->errstr, cx->n, code, "%s#%s: %s", d->path ? d->path : "(inline schema)",
+                    where, msg);
 }
 
 static int compile_node(cctx_t *cx, struct doc *d, const json_t *js, const path_t *at,
@@ -1105,13 +1095,11 @@ static int check_cycles(cctx_t *cx, sb__schema_t *n, int depth)
         return SB_EOK;
     if (n->mark == 1 || depth > COMPILE_MAX_DEPTH) {
         const char *p = n->doc->path ? n->doc->path : "(inline schema)";
-        if (cx->errstr && cx->n)
-            snprintf(cx->errstr, cx->n,
-                     "%s: $ref/allOf %s%s%s never descends into the instance and would "
-                     "recurse forever",
-                     p, n->mark == 1 ? "cycle" : "chain too long", n->ref_text ? " at " : "",
-                     n->ref_text ? n->ref_text : "");
-        return SB_ESCHEMA;
+        return sb__errf(cx->errstr, cx->n, SB_ESCHEMA,
+                        "%s: $ref/allOf %s%s%s never descends into the instance and would "
+                        "recurse forever",
+                        p, n->mark == 1 ? "cycle" : "chain too long", n->ref_text ? " at " : "",
+                        n->ref_text ? n->ref_text : "");
     }
     n->mark = 1;
     int rc = SB_EOK;
@@ -1127,10 +1115,9 @@ static int check_cycles(cctx_t *cx, sb__schema_t *n, int depth)
 static int load_doc(cctx_t *cx, const char *path, struct doc **out)
 {
     char canon[PATH_MAX];
-    if (!realpath(path, canon)) {
-        set_err(cx->errstr, cx->n, "cannot open schema \"%s\": %s", path, strerror(errno));
-        return SB_EIO;
-    }
+    if (!realpath(path, canon))
+        return sb__errf(cx->errstr, cx->n, SB_EIO, "cannot open schema \"%s\": %s", path,
+                        strerror(errno));
     for (size_t i = 0; i < cx->set->n_docs; i++) {
         if (cx->set->docs[i]->path && !strcmp(cx->set->docs[i]->path, canon)) {
             *out = cx->set->docs[i];
@@ -1144,17 +1131,17 @@ static int load_doc(cctx_t *cx, const char *path, struct doc **out)
     if (sb__alloc_failures() != failures) {
         /* jansson may swallow or misreport an allocation failure: trust the count. */
         json_decref(root);
-        set_err(cx->errstr, cx->n, "cannot load schema \"%s\": out of memory", canon);
-        return SB_ENOMEM;
+        return sb__errf(cx->errstr, cx->n, SB_ENOMEM, "cannot load schema \"%s\": out of memory",
+                        canon);
     }
     if (!root) {
         /* jansson reports a failed allocation in its lexer set-up with no text at all. */
         enum json_error_code c = je.text[0] ? json_error_code(&je) : json_error_out_of_memory;
-        set_err(cx->errstr, cx->n, "cannot load schema \"%s\": %s (line %d, column %d)", canon,
-                je.text, je.line, je.column);
-        return c == json_error_out_of_memory       ? SB_ENOMEM
-               : c == json_error_cannot_open_file ? SB_EIO
-                                                  : SB_EPARSE;
+        int rc = c == json_error_out_of_memory      ? SB_ENOMEM
+                 : c == json_error_cannot_open_file ? SB_EIO
+                                                    : SB_EPARSE;
+        return sb__errf(cx->errstr, cx->n, rc, "cannot load schema \"%s\": %s (line %d, column %d)",
+                        canon, je.text, je.line, je.column);
     }
     char dir[PATH_MAX];
     const char *slash = strrchr(canon, '/');
@@ -1196,10 +1183,8 @@ static int finish(cctx_t *cx, size_t n_docs, sb__schema_t *all, int rc, const st
 int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **out,
                     char *errstr, size_t n)
 {
-    if (!s || !path || !out) {
-        set_err(errstr, n, "no schema path given");
-        return SB_EINVAL;
-    }
+    if (!s || !path || !out)
+        return sb__errf(errstr, n, SB_EINVAL, "no schema path given");
     cctx_t cx = {s, errstr, n, 0};
     size_t n_docs = s->n_docs;
     sb__schema_t *all = s->all;
@@ -1211,10 +1196,8 @@ int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **
 int sb__schema_compile_json(sb__schema_set_t *s, const json_t *schema, const char *base_dir,
                             const sb__schema_t **out, char *errstr, size_t n)
 {
-    if (!s || !schema || !out) {
-        set_err(errstr, n, "no schema given");
-        return SB_EINVAL;
-    }
+    if (!s || !schema || !out)
+        return sb__errf(errstr, n, SB_EINVAL, "no schema given");
     cctx_t cx = {s, errstr, n, 0};
     size_t n_docs = s->n_docs;
     sb__schema_t *all = s->all;

@@ -7,13 +7,8 @@
 #include <string.h>
 
 #include "switchboard/error.h"
+#include "errf.h"
 #include "units.h"
-
-static void set_err(char *errstr, size_t size, const char *fmt, const char *what)
-{
-    if (errstr && size)
-        snprintf(errstr, size, fmt, what);
-}
 
 static const char *skip_blanks(const char *p)
 {
@@ -56,10 +51,8 @@ int sb__parse_duration_ms(const char *s, uint64_t *out_ms, char *errstr, size_t 
         const char *name;
         uint64_t ms;
     } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-    if (!s || !out_ms) {
-        set_err(errstr, errstr_size, "%s", "no duration given");
-        return SB_EINVAL;
-    }
+    if (!s || !out_ms)
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "no duration given");
     const char *p = skip_blanks(s);
     uint64_t total = 0;
     int groups = 0;
@@ -67,24 +60,20 @@ int sb__parse_duration_ms(const char *s, uint64_t *out_ms, char *errstr, size_t 
         uint64_t v;
         int nd;
         const char *q = read_uint(p, &v, &nd);
-        if (!q) {
-            set_err(errstr, errstr_size, "duration \"%s\" is too large", s);
-            return SB_ERANGE;
-        }
-        if (nd == 0) {
-            set_err(errstr, errstr_size,
-                    "invalid duration \"%s\": expected an integer and a unit (ms, s, m, h, d), "
-                    "e.g. 250ms or 30s",
-                    s);
-            return SB_EPARSE;
-        }
-        if (*q == '.' || *q == ',') {
-            set_err(errstr, errstr_size,
-                    "invalid duration \"%s\": fractions are not supported, use a smaller unit "
-                    "(e.g. 1500ms instead of 1.5s)",
-                    s);
-            return SB_EPARSE;
-        }
+        if (!q)
+            return sb__errf(errstr, errstr_size, SB_ERANGE, "duration \"%s\" is too large", s);
+        if (nd == 0)
+            return sb__errf(
+                errstr, errstr_size, SB_EPARSE,
+                "invalid duration \"%s\": expected an integer and a unit (ms, s, m, h, d), "
+                "e.g. 250ms or 30s",
+                s);
+        if (*q == '.' || *q == ',')
+            return sb__errf(
+                errstr, errstr_size, SB_EPARSE,
+                "invalid duration \"%s\": fractions are not supported, use a smaller unit "
+                "(e.g. 1500ms instead of 1.5s)",
+                s);
         size_t ulen = 0;
         while (isalpha((unsigned char)q[ulen]))
             ulen++;
@@ -93,31 +82,24 @@ int sb__parse_duration_ms(const char *s, uint64_t *out_ms, char *errstr, size_t 
                 *out_ms = 0;
                 return SB_EOK;
             }
-            set_err(errstr, errstr_size,
-                    "invalid duration \"%s\": missing unit (ms, s, m, h or d)", s);
-            return SB_EPARSE;
+            return sb__errf(errstr, errstr_size, SB_EPARSE,
+                            "invalid duration \"%s\": missing unit (ms, s, m, h or d)", s);
         }
         uint64_t mult = 0;
         for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
             if (strlen(units[i].name) == ulen && strncmp(q, units[i].name, ulen) == 0)
                 mult = units[i].ms;
-        if (!mult) {
-            set_err(errstr, errstr_size,
-                    "invalid duration \"%s\": unknown unit (use ms, s, m, h or d)", s);
-            return SB_EPARSE;
-        }
-        if (mul_add(&total, v, mult) != 0) {
-            set_err(errstr, errstr_size, "duration \"%s\" is too large", s);
-            return SB_ERANGE;
-        }
+        if (!mult)
+            return sb__errf(errstr, errstr_size, SB_EPARSE,
+                            "invalid duration \"%s\": unknown unit (use ms, s, m, h or d)", s);
+        if (mul_add(&total, v, mult) != 0)
+            return sb__errf(errstr, errstr_size, SB_ERANGE, "duration \"%s\" is too large", s);
         groups++;
         p = q + ulen;
     }
-    if (*skip_blanks(p) != '\0' || groups == 0) {
-        set_err(errstr, errstr_size,
-                "invalid duration \"%s\": expected e.g. 250ms, 30s, 5m, 1h30m or 7d", s);
-        return SB_EPARSE;
-    }
+    if (*skip_blanks(p) != '\0' || groups == 0)
+        return sb__errf(errstr, errstr_size, SB_EPARSE,
+                        "invalid duration \"%s\": expected e.g. 250ms, 30s, 5m, 1h30m or 7d", s);
     *out_ms = total;
     return SB_EOK;
 }
@@ -137,32 +119,24 @@ int sb__parse_size(const char *s, uint64_t *out_bytes, char *errstr, size_t errs
                  {"MB", 1000000ull},
                  {"GB", 1000000000ull},
                  {"TB", 1000000000000ull}};
-    if (!s || !out_bytes) {
-        set_err(errstr, errstr_size, "%s", "no size given");
-        return SB_EINVAL;
-    }
+    if (!s || !out_bytes)
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "no size given");
     const char *p = skip_blanks(s);
     uint64_t v;
     int nd;
     const char *q = read_uint(p, &v, &nd);
-    if (!q) {
-        set_err(errstr, errstr_size, "size \"%s\" is too large", s);
-        return SB_ERANGE;
-    }
-    if (nd == 0) {
-        set_err(errstr, errstr_size,
-                "invalid size \"%s\": expected an integer and an optional unit "
-                "(B, KiB, MiB, GiB, kB, MB, GB), e.g. 64KiB",
-                s);
-        return SB_EPARSE;
-    }
-    if (*q == '.' || *q == ',') {
-        set_err(errstr, errstr_size,
-                "invalid size \"%s\": fractions are not supported, use a smaller unit "
-                "(e.g. 1536KiB instead of 1.5MiB)",
-                s);
-        return SB_EPARSE;
-    }
+    if (!q)
+        return sb__errf(errstr, errstr_size, SB_ERANGE, "size \"%s\" is too large", s);
+    if (nd == 0)
+        return sb__errf(errstr, errstr_size, SB_EPARSE,
+                        "invalid size \"%s\": expected an integer and an optional unit "
+                        "(B, KiB, MiB, GiB, kB, MB, GB), e.g. 64KiB",
+                        s);
+    if (*q == '.' || *q == ',')
+        return sb__errf(errstr, errstr_size, SB_EPARSE,
+                        "invalid size \"%s\": fractions are not supported, use a smaller unit "
+                        "(e.g. 1536KiB instead of 1.5MiB)",
+                        s);
     q = skip_blanks(q);
     size_t ulen = 0;
     while (isalpha((unsigned char)q[ulen]))
@@ -171,19 +145,15 @@ int sb__parse_size(const char *s, uint64_t *out_bytes, char *errstr, size_t errs
     for (size_t i = 0; ulen && i < sizeof units / sizeof units[0]; i++)
         if (strlen(units[i].name) == ulen && strncmp(q, units[i].name, ulen) == 0)
             mult = units[i].mult;
-    if (!mult) {
-        set_err(errstr, errstr_size,
-                "invalid size \"%s\": unknown unit (use B, KiB, MiB, GiB, kB, MB or GB)", s);
-        return SB_EPARSE;
-    }
-    if (*skip_blanks(q + ulen) != '\0') {
-        set_err(errstr, errstr_size, "invalid size \"%s\": trailing characters", s);
-        return SB_EPARSE;
-    }
-    if (v > UINT64_MAX / mult) {
-        set_err(errstr, errstr_size, "size \"%s\" is too large", s);
-        return SB_ERANGE;
-    }
+    if (!mult)
+        return sb__errf(errstr, errstr_size, SB_EPARSE,
+                        "invalid size \"%s\": unknown unit (use B, KiB, MiB, GiB, kB, MB or GB)",
+                        s);
+    if (*skip_blanks(q + ulen) != '\0')
+        return sb__errf(errstr, errstr_size, SB_EPARSE, "invalid size \"%s\": trailing characters",
+                        s);
+    if (v > UINT64_MAX / mult)
+        return sb__errf(errstr, errstr_size, SB_ERANGE, "size \"%s\" is too large", s);
     *out_bytes = v * mult;
     return SB_EOK;
 }

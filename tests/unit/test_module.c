@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "switchboard/switchboard.h"
+#include "host.h"
 #include "module.h"
 
 static void test_good_module(void **state)

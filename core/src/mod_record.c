@@ -1,0 +1,202 @@
+/* mod_record.c: the built-in `record` module: a JSON-lines ledger of handled events.
+ *
+ * Handler "record", default binding "#". For each event it appends one line
+ *   {"id":..,"type":..,"handler":..,"attempt":N,"time":"<RFC 3339 UTC now>"[, fields...]}
+ * to the file `path` (required). Tests and the demo use that file as ground truth, so
+ * correctness beats speed: the file is opened O_APPEND and every line goes out in a single
+ * write(2), which keeps lines whole when several consumer processes append to the same
+ * ledger; nothing is buffered between events (no stdio), and `fsync: true` adds an
+ * fdatasync(2) per line. `fields: [A, B]` copies those top-level payload fields (null when
+ * absent). A failed write is a retryable failure of the event. It does not rotate, lock or
+ * read the ledger, and records only events that reached this handler. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "switchboard/alloc.h"
+#include "switchboard/error.h"
+#include "builtin_modules.h"
+#include "datetime.h"
+
+#define MOD      "record"
+#define LINE_BUF 1024 /* most lines fit on the stack; longer ones are allocated */
+
+typedef struct record_inst {
+    int fd;
+    bool fsync;
+    char *path;
+    char **fields;
+    size_t n_fields;
+} record_inst_t;
+
+static const char *const reserved_keys[] = {"id", "type", "handler", "attempt", "time", NULL};
+
+static void record_shutdown(void *ud)
+{
+    record_inst_t *in = ud;
+    if (!in)
+        return;
+    if (in->fd >= 0)
+        close(in->fd);
+    sb__mod_fields_free(in->fields, in->n_fields);
+    sb_free(in->path);
+    sb_free(in);
+}
+
+static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
+{
+    static const char *const keys[] = {"path", "fsync", "fields", NULL};
+    int rc = sb__mod_check_keys(MOD, config, keys, errstr, errstr_size);
+    if (rc != SB_EOK)
+        return rc;
+    const char *path = config ? json_string_value(json_object_get(config, "path")) : NULL;
+    if (!path || !*path) {
+        sb__mod_err(errstr, errstr_size,
+                    MOD ": config.path is required (the file to append the ledger to)");
+        return SB_ECONFIG;
+    }
+    json_t *fs = json_object_get(config, "fsync");
+    if (fs && !json_is_boolean(fs)) {
+        sb__mod_err(errstr, errstr_size, MOD ": fsync must be true or false");
+        return SB_ECONFIG;
+    }
+    record_inst_t *in = sb_calloc(1, sizeof *in);
+    if (!in) {
+        sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+        return SB_ENOMEM;
+    }
+    in->fd = -1;
+    in->fsync = fs && json_is_true(fs);
+    rc = sb__mod_fields(MOD, json_object_get(config, "fields"), &in->fields, &in->n_fields,
+                        errstr, errstr_size);
+    if (rc != SB_EOK)
+        goto err;
+    for (size_t i = 0; i < in->n_fields; i++) {
+        for (const char *const *k = reserved_keys; *k; k++) {
+            if (!strcmp(*k, in->fields[i])) {
+                sb__mod_err(errstr, errstr_size,
+                            MOD ": fields: \"%s\" clashes with the ledger's own key", *k);
+                rc = SB_ECONFIG;
+                goto err;
+            }
+        }
+    }
+    if (!(in->path = sb_strdup(path))) {
+        sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+        rc = SB_ENOMEM;
+        goto err;
+    }
+    in->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (in->fd < 0) {
+        sb__mod_err(errstr, errstr_size, MOD ": cannot open %s: %s", path, strerror(errno));
+        rc = SB_EIO;
+        goto err;
+    }
+    *ud = in;
+    return SB_EOK;
+err:
+    record_shutdown(in);
+    return rc;
+}
+
+/* Builds the line's object. NULL when out of memory. */
+static json_t *build_line(const record_inst_t *in, sb_context_t *ctx, const sb_event_t *ev)
+{
+    char now[32];
+    sb__datetime_format(sb__datetime_now_us(), now);
+    json_t *o = json_pack("{s:s, s:s, s:s?, s:I, s:s}", "id", sb_event_id(ev), "type",
+                          sb_event_type(ev), "handler", sb_ctx_handler(ctx), "attempt",
+                          (json_int_t)sb_event_attempt(ev), "time", now);
+    if (!o || !in->n_fields)
+        return o;
+    const json_t *body = sb_event_json(ev);
+    for (size_t i = 0; i < in->n_fields; i++) {
+        const json_t *v = json_is_object(body) ? json_object_get(body, in->fields[i]) : NULL;
+        /* A copy: the event's tree is borrowed and may be read by other handlers at once. */
+        json_t *copy = v ? json_deep_copy(v) : json_null();
+        if (!copy || json_object_set_new(o, in->fields[i], copy) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+/* Writes all of buf with one write(2) (retried only on EINTR or a short write). */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static sb_outcome_t record_event(sb_context_t *ctx, const sb_event_t *ev, void *ud)
+{
+    const record_inst_t *in = ud;
+    if (!in) {
+        sb_ctx_reason(ctx, MOD ": not initialised");
+        return SB_RETRY;
+    }
+    json_t *o = build_line(in, ctx, ev);
+    if (!o) {
+        sb_ctx_reason(ctx, MOD ": out of memory");
+        return SB_RETRY;
+    }
+    char stack[LINE_BUF];
+    char *buf = stack;
+    size_t len = json_dumpb(o, stack, sizeof stack - 1, JSON_COMPACT);
+    if (len > sizeof stack - 1) {
+        buf = sb_malloc(len + 1);
+        if (buf)
+            len = json_dumpb(o, buf, len, JSON_COMPACT);
+    }
+    json_decref(o);
+    if (!buf || len == 0) {
+        if (buf != stack)
+            sb_free(buf);
+        sb_ctx_reason(ctx, MOD ": cannot encode the ledger line");
+        return SB_RETRY;
+    }
+    buf[len++] = '\n';
+    int rc = write_all(in->fd, buf, len);
+    int saved = errno;
+    if (buf != stack)
+        sb_free(buf);
+    if (rc == 0 && in->fsync && fdatasync(in->fd) != 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc != 0) {
+        char msg[128]; /* strerror_r: blocking handlers run on worker threads */
+        if (strerror_r(saved, msg, sizeof msg) != 0)
+            snprintf(msg, sizeof msg, "error %d", saved);
+        sb_ctx_reason(ctx, MOD ": cannot append to %s: %s", in->path, msg);
+        return SB_RETRY;
+    }
+    return SB_OK;
+}
+
+static const sb_handler_def_t record_handlers[] = {
+    {.name = "record", .pattern = "#", .fn = record_event},
+    {0},
+};
+
+const sb_module_t sb__mod_record = {
+    SB_MODULE_HEADER,
+    .name = "record",
+    .version = "1.0.0",
+    .handlers = record_handlers,
+    .init = record_init,
+    .shutdown = record_shutdown,
+};
