@@ -39,12 +39,19 @@ say "services"
 kafka_pid=$!
 
 say "configure and build ($build)"
-[ "${SB_NO_CLEAN:-}" = 1 ] || rm -rf "$build"
+[ "${SB_NO_CLEAN:-}" = 1 ] || rm -rf "$build" "$build-gcc"
 cmake -S "$root" -B "$build" -G Ninja \
       -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
       -DSB_WERROR=ON -DSB_SANITIZE=address,undefined -DSB_FUZZ=ON -DSB_BUILD_TESTS=ON > "$state/configure.log" \
     || { cat "$state/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)"
+
+say "gcc -Werror compile check (the quickstart compiler)"
+cmake -S "$root" -B "$build-gcc" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=gcc \
+      -DSB_WERROR=ON -DSB_BUILD_TESTS=OFF > "$state/configure-gcc.log" \
+    || { cat "$state/configure-gcc.log"; exit 1; }
+cmake --build "$build-gcc" -j "$(nproc)" > "$state/build-gcc.log" 2>&1 \
+    || { grep -E "error|warning" "$state/build-gcc.log" | head -40; exit 1; }
 
 say "Kafka broker"
 if ! wait "$kafka_pid"; then kafka_pid=; cat "$state/kafka.log"; echo "Kafka broker failed to start" >&2; exit 1; fi

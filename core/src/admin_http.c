@@ -33,8 +33,8 @@
 #include "errf.h"
 #include "log.h"
 
-#define MAX_BODY (64 * 1024)
-#define MAX_HEADERS (8 * 1024)
+#define MAX_BODY       (64 * 1024)
+#define MAX_HEADERS    (8 * 1024)
 #define IDLE_TIMEOUT_S 10
 #define LISTEN_BACKLOG 64
 
@@ -51,12 +51,18 @@ struct sb__admin {
 static const char *status_text(int code)
 {
     switch (code) {
-    case 200: return "OK";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
+    case 200:
+        return "OK";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Internal Server Error";
     }
 }
 
@@ -114,8 +120,7 @@ static void ep_readyz(sb__admin_t *a, struct evhttp_request *req)
         return;
     }
     why[sizeof why - 1] = '\0';
-    send_json(req, 503,
-              json_pack("{s:b, s:s}", "ready", 0, "reason", why[0] ? why : "not ready"));
+    send_json(req, 503, json_pack("{s:b, s:s}", "ready", 0, "reason", why[0] ? why : "not ready"));
 }
 
 static void ep_metrics(sb__admin_t *a, struct evhttp_request *req)
@@ -136,8 +141,7 @@ static void ep_metrics(sb__admin_t *a, struct evhttp_request *req)
 
 static void ep_handlers(sb__admin_t *a, struct evhttp_request *req)
 {
-    json_t *doc = a->hooks.handlers ? a->hooks.handlers(a->arg)
-                                    : json_pack("{s:[]}", "handlers");
+    json_t *doc = a->hooks.handlers ? a->hooks.handlers(a->arg) : json_pack("{s:[]}", "handlers");
     if (!doc) {
         sb__log(SB_LOG_ERROR, NULL, "admin: /handlers: could not build the document");
         send_error(req, 500, "could not build the handlers document");
@@ -186,8 +190,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         const char *auth =
             evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
         if (!sb__admin_bearer_ok(auth, a->token)) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                              "Bearer");
+            evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
             send_error(req, 401, "a valid bearer token is required");
             return;
         }
@@ -328,8 +331,8 @@ int sb__admin_new(struct event_base *base, const char *listen_addr, const char *
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int gai = getaddrinfo(host, port, &hints, &res);
     if (gai != 0)
-        return sb__errf(errstr, errstr_size, SB_ECONFIG, "admin.listen \"%.200s\": %s",
-                        listen_addr, gai_strerror(gai));
+        return sb__errf(errstr, errstr_size, SB_ECONFIG, "admin.listen \"%.200s\": %s", listen_addr,
+                        gai_strerror(gai));
     if (!token) {
         for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
             if (!is_loopback(ai->ai_addr)) {
@@ -359,8 +362,8 @@ int sb__admin_new(struct event_base *base, const char *listen_addr, const char *
     fd = bind_first(res, &err, &what);
     if (fd < 0) {
         rc = err == EADDRINUSE ? SB_EBUSY : SB_EIO;
-        sb__errf(errstr, errstr_size, rc, "admin.listen \"%.200s\": %s: %s%s", listen_addr,
-                 what, strerror(err),
+        sb__errf(errstr, errstr_size, rc, "admin.listen \"%.200s\": %s: %s%s", listen_addr, what,
+                 strerror(err),
                  err == EADDRINUSE ? " (another process is listening on that port)" : "");
         goto err;
     }

@@ -200,8 +200,8 @@ static const char *find_resource(const char *env, const char *const *candidates,
         if (slash)
             *slash = '\0';
         for (size_t i = 0; candidates[i]; i++) {
-            snprintf(buf, n, "%s/%s", exe, candidates[i]);
-            if (file_exists(buf))
+            int w = snprintf(buf, n, "%s/%s", exe, candidates[i]);
+            if (w > 0 && (size_t)w < n && file_exists(buf))
                 return buf;
         }
     }

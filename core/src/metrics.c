@@ -140,8 +140,7 @@ void sb__histogram_observe(sb__histogram_t *h, double seconds)
     h->sum += seconds;
 }
 
-static void series_labels(writer_t *w, const char *label_name, const char *label_value,
-                          bool more)
+static void series_labels(writer_t *w, const char *label_name, const char *label_value, bool more)
 {
     if (!label_name)
         return;
@@ -265,8 +264,7 @@ int sb__metrics_render_process(struct evbuffer *out)
     if (have_stat && stat_field(stat, 14, &utime) == 0 && stat_field(stat, 15, &stime) == 0) {
         family(&w, "process_cpu_seconds_total", "counter",
                "Total user and system CPU time spent in seconds.");
-        wprintf(&w, "process_cpu_seconds_total %.2f\n",
-                (double)(utime + stime) / (double)tck);
+        wprintf(&w, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tck);
     }
     if (have_stat && page > 0 && stat_field(stat, 24, &rss) == 0) {
         family(&w, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
@@ -305,11 +303,16 @@ static const char *const outcome_names[] = {"ok", "retried", "dead_lettered", "d
 static uint64_t outcome_count(const sb__handler_t *h, size_t k)
 {
     switch (k) {
-    case 0: return h->n_ok;
-    case 1: return h->n_retried;
-    case 2: return h->n_dead_lettered;
-    case 3: return h->n_duplicates;
-    default: return h->n_rejected;
+    case 0:
+        return h->n_ok;
+    case 1:
+        return h->n_retried;
+    case 2:
+        return h->n_dead_lettered;
+    case 3:
+        return h->n_duplicates;
+    default:
+        return h->n_rejected;
     }
 }
 
@@ -346,17 +349,18 @@ int sb__metrics_render(const sb__metrics_src_t *src, struct evbuffer *out)
 
     family(&w, "switchboard_handler_duration_seconds", "histogram",
            "Time spent in a handler per attempt, in seconds.");
-    for (size_t i = 0; src->durations && i < nh; i++)
-        render_hist(&w, &src->durations[i], "switchboard_handler_duration_seconds", "handler",
-                    sb__registry_handler(src->reg, i)->name);
+    for (size_t i = 0; i < nh; i++) {
+        const sb__handler_t *hd = sb__registry_handler(src->reg, i);
+        render_hist(&w, src->durations ? &src->durations[i] : &hd->duration,
+                    "switchboard_handler_duration_seconds", "handler", hd->name);
+    }
 
     family(&w, "switchboard_dead_letters_total", "counter", "Messages dead-lettered, by reason.");
     for (size_t i = 0; i < sizeof sb__dl_reasons / sizeof sb__dl_reasons[0]; i++)
         wprintf(&w, "switchboard_dead_letters_total{reason=\"%s\"} %llu\n", sb__dl_reasons[i],
                 (unsigned long long)(st ? st->dl_by_reason[i] : 0));
 
-    family(&w, "switchboard_inflight_messages", "gauge",
-           "Messages received and not yet settled.");
+    family(&w, "switchboard_inflight_messages", "gauge", "Messages received and not yet settled.");
     wprintf(&w, "switchboard_inflight_messages %zu\n",
             src->dp ? sb__dispatcher_inflight(src->dp) : (size_t)0);
 
@@ -386,15 +390,16 @@ json_t *sb__metrics_handlers_json(const sb__registry_t *reg)
     size_t n = reg ? sb__registry_count(reg) : 0;
     for (size_t i = 0; i < n; i++) {
         const sb__handler_t *h = sb__registry_handler(reg, i);
-        json_t *o = json_pack("{s:s, s:s?, s:s?, s:b, s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
-                              "name", h->name, "module_handler", h->def ? h->def->name : NULL,
-                              "pattern", h->def ? h->def->pattern : NULL, "blocking",
-                              h->blocking, "timeout_ms", (json_int_t)h->timeout_ms, "counters",
-                              "ok", (json_int_t)h->n_ok, "retried", (json_int_t)h->n_retried,
-                              "rejected", (json_int_t)h->n_rejected, "duplicate",
-                              (json_int_t)h->n_duplicates, "timeout",
-                              (json_int_t)h->n_timeouts, "dead_lettered",
-                              (json_int_t)h->n_dead_lettered);
+        json_t *counters =
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "ok", (json_int_t)h->n_ok, "retried",
+                      (json_int_t)h->n_retried, "rejected", (json_int_t)h->n_rejected, "duplicate",
+                      (json_int_t)h->n_duplicates, "timeout", (json_int_t)h->n_timeouts,
+                      "dead_lettered", (json_int_t)h->n_dead_lettered);
+        /* "o" steals counters, also when the pack fails. */
+        json_t *o = json_pack("{s:s, s:s?, s:s?, s:b, s:I, s:o}", "name", h->name, "module_handler",
+                              h->def ? h->def->name : NULL, "pattern",
+                              h->def ? h->def->pattern : NULL, "blocking", h->blocking,
+                              "timeout_ms", (json_int_t)h->timeout_ms, "counters", counters);
         if (!o || json_array_append_new(arr, o) != 0)
             goto err;
     }

@@ -37,27 +37,8 @@
 
 struct evbuffer;
 
-/* ---- histogram ---------------------------------------------------------------------------- */
+#include "histogram.h"
 
-/* Upper bounds (seconds) of the finite buckets: 0.5 ms .. 10 s. A +Inf bucket follows. */
-#define SB__HIST_NBOUNDS 14
-extern const double sb__histogram_bounds[SB__HIST_NBOUNDS];
-
-/* A fixed-bucket latency histogram. Zero-initialise it (`= {0}` or calloc); no destroy.
- * Loop thread only (plain counters, no atomics). */
-typedef struct sb__histogram {
-    uint64_t buckets[SB__HIST_NBOUNDS + 1]; /* per-bucket counts, not cumulative; last: +Inf */
-    uint64_t count;
-    double sum; /* seconds */
-} sb__histogram_t;
-
-/* Records one observation. Negative or NaN values count as 0. */
-void sb__histogram_observe(sb__histogram_t *h, double seconds);
-
-/* Writes the _bucket (cumulative, with le="..."), _sum and _count samples of one series of
- * family `name` (no HELP/TYPE lines: the caller writes them once per family). When
- * label_name is not NULL, every sample carries label_name="label_value" (escaped) before
- * `le`. SB_EOK or SB_ENOMEM. */
 int sb__histogram_render(const sb__histogram_t *h, const char *name, const char *label_name,
                          const char *label_value, struct evbuffer *out);
 
@@ -67,14 +48,14 @@ int sb__histogram_render(const sb__histogram_t *h, const char *name, const char 
  * it feeds are then rendered with zero values (received, dead letters, in-flight) or no
  * series (per-handler families). */
 typedef struct sb__metrics_src {
-    const sb__dispatcher_t *dp;    /* received, dead letters by reason, in-flight */
-    const sb__registry_t *reg;     /* per-handler settlement counters */
-    const sb__intake_t *intake;    /* received, when there is no dispatcher */
+    const sb__dispatcher_t *dp;       /* received, dead letters by reason, in-flight */
+    const sb__registry_t *reg;        /* per-handler settlement counters */
+    const sb__intake_t *intake;       /* received, when there is no dispatcher */
     const sb__histogram_t *durations; /* parallel to reg's handlers (count entries), or NULL */
-    const char *transport;         /* label value, e.g. "memory", "amqp", "kafka"; NULL: "" */
-    const char *source;            /* queue or topic name; NULL: "" */
+    const char *transport;            /* label value, e.g. "memory", "amqp", "kafka"; NULL: "" */
+    const char *source;               /* queue or topic name; NULL: "" */
     bool broker_connected;
-    int store_up;                  /* -1: no idempotency store (metric omitted), 0 down, 1 up */
+    int store_up; /* -1: no idempotency store (metric omitted), 0 down, 1 up */
 } sb__metrics_src_t;
 
 /* Appends the whole exposition (switchboard_* families, then process_*) to `out`.

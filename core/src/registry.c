@@ -106,7 +106,7 @@ static int check_patterns(const char *inst, const char *const *bind, const sb_mo
 int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__intake_t *intake,
                      char *errstr, size_t n)
 {
-    const sb_module_t *d;
+    const sb_module_t *d = NULL;
     int rc = find_module(r, spec->module, &d, errstr, n);
     if (rc != SB_EOK)
         return rc == SB_ENOMEM ? rc : SB_ECONFIG;

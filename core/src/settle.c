@@ -60,6 +60,7 @@ struct sb__hstate {
     sb_outcome_t outcome; /* written by the worker */
     uint64_t retry_after_ms;
     uint64_t started_us;
+    int64_t worker_us; /* time the handler ran on its worker (written there) */
     unsigned pubs_outstanding;
     bool pub_failed;
     hs_result_t finish_after_pubs; /* done, but publishes still in flight */
@@ -373,6 +374,9 @@ static void hs_done(sb__hstate_t *hs, hs_result_t r)
         event_del(hs->timer);
     hs->result = r;
     count(hs, r);
+    if (hs->started_us && r != R_DUP && r != R_BUSY && r != R_UNAVAILABLE)
+        sb__histogram_observe(&hs->h->duration,
+                              (double)(sb__datetime_now_us() - hs->started_us) / 1e6);
     sb__slot_t *s = hs->slot;
     s->active = false;
     advance(s);
@@ -483,7 +487,6 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
                  hs->h->timeout_ms);
         finish_claim(hs, R_TIMEOUT);
     }
-    /* On a worker: the attempt becomes a timeout when the handler returns. */
 }
 
 static void arm_timeout(sb__hstate_t *hs)
@@ -501,16 +504,25 @@ static void arm_timeout(sb__hstate_t *hs)
 static void worker_run(void *arg)
 {
     sb__hstate_t *hs = arg;
+    int64_t t0 = sb__datetime_now_us();
     hs->outcome = hs->h->def->fn(&hs->ctx, &hs->slot->ev, hs->h->ud);
+    hs->worker_us = sb__datetime_now_us() - t0;
 }
 
 static void worker_done(void *arg)
 {
     sb__hstate_t *hs = arg;
     hs->on_worker = false;
-    for (buffered_pub_t *p = hs->pubs; p; p = p->next)
-        do_publish(hs, p->type, p->body, p->len, p->key);
+    /* The timeout counts the time the handler ran, not the time it waited for a worker;
+     * a blocking handler cannot be interrupted, so it is judged when it returns. */
+    if (hs->h->timeout_ms && hs->worker_us > (int64_t)hs->h->timeout_ms * 1000)
+        hs->timed_out = true;
     sb_outcome_t out = hs->outcome;
+    /* Follow-ups of a blocking handler go out only when its attempt succeeded: a retried
+     * attempt would otherwise publish them again. */
+    if (out == SB_OK && !hs->timed_out)
+        for (buffered_pub_t *p = hs->pubs; p; p = p->next)
+            do_publish(hs, p->type, p->body, p->len, p->key);
     if (out == SB_PENDING) {
         snprintf(hs->reason, sizeof hs->reason,
                  "a blocking handler returned SB_PENDING, which only loop handlers may");
@@ -579,7 +591,6 @@ static void run_handler(sb__hstate_t *hs)
             finish_claim(hs, R_BUSY);
             return;
         }
-        arm_timeout(hs);
         return;
     }
     sb_outcome_t out = hs->h->def->fn(&hs->ctx, &s->ev, hs->h->ud);

@@ -14,9 +14,11 @@
  *    done), so a multi-handler message retried for one handler does not re-run the others.
  *  - Follow-up events published by a handler are confirmed before the handler counts as
  *    done; a failed publish makes it a retry.
- *  - Blocking handlers run on the worker pool and cannot be interrupted: when one overruns
- *    its timeout, its attempt counts as a timeout once it returns. Pending (asynchronous)
- *    handlers that overrun are given up at once; their late completion is ignored.
+ *  - Blocking handlers run on the worker pool and cannot be interrupted: when one ran longer
+ *    than its timeout (time spent waiting for a worker not counted), the attempt counts as
+ *    a timeout once it returns. Their follow-ups are published when the attempt succeeds.
+ *    Pending (asynchronous) handlers that overrun are given up at once; their late
+ *    completion is ignored.
  *
  * Not here: decoding (intake.c), broker specifics (transport_*.c), store specifics. */
 #ifndef SB_SETTLE_H
@@ -26,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "histogram.h"
 #include "intake.h"
 #include "pool.h"
 #include "retry.h"
@@ -43,6 +46,7 @@ typedef struct sb__handler {
     sb__retry_policy_t retry;
     /* counters (loop thread) */
     uint64_t n_ok, n_retried, n_rejected, n_duplicates, n_timeouts, n_dead_lettered;
+    sb__histogram_t duration; /* seconds per attempt that ran */
 } sb__handler_t;
 
 typedef struct sb__dispatcher sb__dispatcher_t;

@@ -97,12 +97,24 @@ sb_test_t *sb_test_new(const char *module, const char *instance_yaml, char *errs
     char *yaml = sb_malloc(cap);
     if (!yaml)
         goto nomem;
+    /* The module path goes into a double-quoted YAML scalar: escape it. */
+    char qmodule[1024];
+    size_t q = 0;
+    for (const char *c = module; *c && q + 2 < sizeof qmodule; c++) {
+        if (*c == '"' || *c == '\\')
+            qmodule[q++] = '\\';
+        qmodule[q++] = *c;
+    }
+    qmodule[q] = '\0';
     int off = snprintf(yaml, cap,
                        "log:\n  level: warn\n"
                        "transport:\n  kind: memory\n  memory:\n    loopback: false\n"
                        "idempotency:\n  store: memory\n"
                        "handlers:\n  - name: \"%s\"\n    module: \"%s\"\n",
-                       name, module);
+                       name, qmodule);
+    int prefix_lines = 0;
+    for (int i = 0; i < off; i++)
+        prefix_lines += yaml[i] == '\n';
     /* Indent the caller's YAML under the handler entry. */
     for (const char *line = instance_yaml; line && *line;) {
         size_t l = strcspn(line, "\n");
@@ -111,8 +123,19 @@ sb_test_t *sb_test_new(const char *module, const char *instance_yaml, char *errs
     }
     int rc = sb__config_load_buffer(yaml, (size_t)off, "<harness>", &h->cfg, errstr, n);
     sb_free(yaml);
-    if (rc != SB_EOK)
+    if (rc != SB_EOK) {
+        /* Point at the caller's YAML: "<harness>:14: handlers[0].x" -> "instance_yaml:3: x". */
+        int line;
+        char rest[512];
+        if (errstr && sscanf(errstr, "<harness>:%d: %511[^\n]", &line, rest) == 2 &&
+            line > prefix_lines) {
+            const char *key = rest;
+            if (!strncmp(key, "handlers[0].", 12))
+                key += 12;
+            snprintf(errstr, n, "instance_yaml:%d: %s", line - prefix_lines, key);
+        }
         goto err;
+    }
     sb__pipeline_configure_logging(h->cfg);
     if (sb__pipeline_new(h->cfg, &h->p, errstr, n) != SB_EOK)
         goto err;

@@ -730,7 +730,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
         .amqp_type = sp(r->amqp_type),
         .orig = r->headers,
         .n_orig = r->n_headers,
-        .filter = KEEP_ALL,
+        .filter = DROP_ATTEMPTS,
         .extra = extra,
         .n_extra = n,
     };

@@ -95,8 +95,7 @@ static void promtool_check(const char *text)
     int st = pclose(p);
     unlink(path);
     if (st != 0)
-        fail_msg("promtool check metrics failed (%d):\n%s\n--- exposition ---\n%s", st, out,
-                 text);
+        fail_msg("promtool check metrics failed (%d):\n%s\n--- exposition ---\n%s", st, out, text);
 }
 
 /* ---- helpers: the server thread and a raw HTTP client ------------------------------------- */
@@ -237,8 +236,8 @@ static resp_t http(int port, const char *method, const char *path, const char *e
                      path, extra);
     else
         n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s\r\n",
-                     method, path, extra);
+                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%s\r\n", method,
+                     path, extra);
     assert_true(n > 0 && (size_t)n < sizeof req);
     return http_raw(port, req, (size_t)n);
 }
@@ -308,7 +307,7 @@ static void test_histogram(void **state)
     sb__histogram_observe(&h, 0.0005); /* on a bound: counts in that bucket (le) */
     sb__histogram_observe(&h, -1);     /* clamped to 0 */
     sb__histogram_observe(&h, 0.003);
-    sb__histogram_observe(&h, 20);     /* +Inf only */
+    sb__histogram_observe(&h, 20); /* +Inf only */
     assert_int_equal(h.count, 5);
     struct evbuffer *b = evbuffer_new();
     assert_int_equal(sb__histogram_render(&h, "x_seconds", "handler", "a\"b", b), SB_EOK);
@@ -444,8 +443,12 @@ static void test_metrics_with_registry(void **state)
     (void)state;
     fixture_t f;
     fixture_new(&f);
-    sb__metrics_src_t src = {.reg = f.reg, .intake = f.intake, .durations = f.hist,
-                             .transport = "memory", .source = "q", .store_up = 0};
+    sb__metrics_src_t src = {.reg = f.reg,
+                             .intake = f.intake,
+                             .durations = f.hist,
+                             .transport = "memory",
+                             .source = "q",
+                             .store_up = 0};
     char *s = render(&src);
     assert_has_line(s, "switchboard_messages_settled_total{handler=\"audit\",outcome=\"ok\"} 7");
     assert_has_line(s,
@@ -454,8 +457,8 @@ static void test_metrics_with_registry(void **state)
         s, "switchboard_messages_settled_total{handler=\"audit\",outcome=\"dead_lettered\"} 1");
     assert_has_line(
         s, "switchboard_messages_settled_total{handler=\"audit\",outcome=\"duplicate\"} 3");
-    assert_has_line(
-        s, "switchboard_messages_settled_total{handler=\"audit\",outcome=\"rejected\"} 4");
+    assert_has_line(s,
+                    "switchboard_messages_settled_total{handler=\"audit\",outcome=\"rejected\"} 4");
     assert_has_line(s, "switchboard_messages_settled_total{handler=\"we\\\"ird\\\\name\","
                        "outcome=\"ok\"} 0");
     assert_has_line(s, "switchboard_handler_duration_seconds_bucket{handler=\"audit\","
@@ -469,10 +472,11 @@ static void test_metrics_with_registry(void **state)
     promtool_check(s);
     free(s);
 
-    /* Without histograms the family is announced but has no series. */
+    /* Without an explicit array, each handler's own histogram (fed by the dispatcher) is
+     * rendered: empty here, so every bucket reads 0. */
     src.durations = NULL;
     s = render(&src);
-    assert_null(strstr(s, "switchboard_handler_duration_seconds_bucket"));
+    assert_has_line(s, "switchboard_handler_duration_seconds_count{handler=\"audit\"} 0");
     promtool_check(s);
     free(s);
 
@@ -501,8 +505,12 @@ static void test_endpoints(void **state)
     fixture_t f;
     fixture_new(&f);
     app_t app = {.ready = true, .why = "broker not connected"};
-    app.src = (sb__metrics_src_t){.reg = f.reg, .intake = f.intake, .durations = f.hist,
-                                  .transport = "memory", .source = "q", .store_up = -1,
+    app.src = (sb__metrics_src_t){.reg = f.reg,
+                                  .intake = f.intake,
+                                  .durations = f.hist,
+                                  .transport = "memory",
+                                  .source = "q",
+                                  .store_up = -1,
                                   .broker_connected = true};
     server_t s;
     server_start(&s, "127.0.0.1:0", NULL, &app_hooks, &app);
@@ -726,10 +734,17 @@ static void test_refuse_non_loopback(void **state)
 static void test_bad_listen(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"9464",          "127.0.0.1:",      "127.0.0.1:99999",
-                                      "127.0.0.1:x",   ":9464",           "::1:9464",
-                                      "[::1]9464",     "[::1:9464",       "127.0.0.1:123456",
-                                      "",              "no-such-host.invalid:9464"};
+    static const char *const bad[] = {"9464",
+                                      "127.0.0.1:",
+                                      "127.0.0.1:99999",
+                                      "127.0.0.1:x",
+                                      ":9464",
+                                      "::1:9464",
+                                      "[::1]9464",
+                                      "[::1:9464",
+                                      "127.0.0.1:123456",
+                                      "",
+                                      "no-such-host.invalid:9464"};
     char err[256];
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = try_new(bad[i], NULL, err, sizeof err);
@@ -749,15 +764,13 @@ static void test_port_in_use(void **state)
     assert_int_equal(sb__admin_new(base, "127.0.0.1:0", NULL, &none, NULL, &a, err, sizeof err),
                      SB_EOK);
     snprintf(listen, sizeof listen, "127.0.0.1:%d", sb__admin_port(a));
-    assert_int_equal(sb__admin_new(base, listen, NULL, &none, NULL, &b, err, sizeof err),
-                     SB_EBUSY);
+    assert_int_equal(sb__admin_new(base, listen, NULL, &none, NULL, &b, err, sizeof err), SB_EBUSY);
     assert_null(b);
     assert_non_null(strstr(err, "in use"));
     assert_non_null(strstr(err, listen));
     sb__admin_destroy(a);
     /* Free again once the first server is gone. */
-    assert_int_equal(sb__admin_new(base, listen, NULL, &none, NULL, &b, err, sizeof err),
-                     SB_EOK);
+    assert_int_equal(sb__admin_new(base, listen, NULL, &none, NULL, &b, err, sizeof err), SB_EOK);
     sb__admin_destroy(b);
     sb__admin_destroy(NULL);
     event_base_free(base);
