@@ -454,3 +454,139 @@ rd_kafka_message_t *sbt_kafka_poll(rd_kafka_t *consumer, int timeout_ms)
         rd_kafka_message_destroy(m);
     }
 }
+
+/* ---- child processes and the record ledger ------------------------------------------- */
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <jansson.h>
+
+char *sbt_write_temp(const char *text, const char *suffix)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/sbt-XXXXXX%s", suffix ? suffix : "");
+    int fd = mkstemps(path, suffix ? (int)strlen(suffix) : 0);
+    SBT_CHECK_MSG(fd >= 0, "mkstemps: %s", strerror(errno));
+    size_t len = strlen(text);
+    SBT_CHECK(write(fd, text, len) == (ssize_t)len);
+    close(fd);
+    char *p = strdup(path);
+    SBT_CHECK(p != NULL);
+    return p;
+}
+
+pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env,
+                            const char *log_path)
+{
+    pid_t pid = fork();
+    SBT_CHECK_MSG(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        if (log_path) {
+            int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+        }
+        for (size_t i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        const char *argv[64];
+        size_t n = 0;
+        argv[n++] = SB_BIN;
+        for (size_t i = 0; args[i] && n < 63; i++)
+            argv[n++] = args[i];
+        argv[n] = NULL;
+        execv(SB_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+int sbt_stop(pid_t pid, int sig, int timeout_ms)
+{
+    if (sig)
+        kill(pid, sig);
+    uint64_t deadline = sbt_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (sbt_now_ms() >= deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+size_t sbt_count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+bool sbt_wait_lines(const char *path, size_t lines, int timeout_ms)
+{
+    uint64_t deadline = sbt_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (sbt_count_lines(path) >= lines)
+            return true;
+        if (sbt_now_ms() >= deadline)
+            return false;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void sbt_ledger_check(const char *path, const char *const *expected, size_t n,
+                      size_t *missing, size_t *dups, size_t *unexpected)
+{
+    const char **sorted = malloc(n * sizeof *sorted);
+    unsigned *seen = calloc(n ? n : 1, sizeof *seen);
+    SBT_CHECK(sorted && seen);
+    memcpy(sorted, expected, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_str);
+    *missing = *dups = *unexpected = 0;
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;
+        if (id) {
+            const char **hit = bsearch(&id, sorted, n, sizeof *sorted, cmp_str);
+            if (hit)
+                seen[hit - sorted]++;
+            else
+                (*unexpected)++;
+        }
+        json_decref(j);
+    }
+    if (f)
+        fclose(f);
+    for (size_t i = 0; i < n; i++) {
+        if (seen[i] == 0)
+            (*missing)++;
+        else if (seen[i] > 1)
+            (*dups)++;
+    }
+    free(sorted);
+    free(seen);
+}

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <amqp.h>
 #include <librdkafka/rdkafka.h>
@@ -49,6 +50,33 @@ uint64_t sbt_now_ms(void);
 
 /* Polls pred(ud) every poll_ms until it is true or timeout_ms passed. True if it held. */
 bool sbt_wait_until(bool (*pred)(void *ud), void *ud, int timeout_ms, int poll_ms);
+
+/* ---- child processes and the record ledger ------------------------------------------- */
+
+/* Writes `text` to a new temporary file (mkstemp under /tmp, `suffix` appended, e.g.
+ * ".yaml"); returns its malloc'd path. */
+char *sbt_write_temp(const char *text, const char *suffix);
+
+/* Starts `switchboard <args...>` (SB_BIN, NULL-terminated args) with stdout and stderr
+ * appended to log_path (may be NULL: inherited). Extra environment "K=V" strings may be
+ * given in env (NULL-terminated, may be NULL). Returns the pid. */
+pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env,
+                            const char *log_path);
+
+/* Sends sig to pid and waits up to timeout_ms for it to exit; returns its exit status
+ * (128+signal if killed by one), or -1 if it did not exit in time (then it is SIGKILLed). */
+int sbt_stop(pid_t pid, int sig, int timeout_ms);
+
+/* Waits until the file at path has at least `lines` lines (the record ledger), polling;
+ * true if reached before timeout_ms. */
+bool sbt_wait_lines(const char *path, size_t lines, int timeout_ms);
+size_t sbt_count_lines(const char *path);
+
+/* Reads the record ledger (one JSON object per line with "id") and counts occurrences per
+ * id of expected[0..n): *missing gets how many expected ids never appear, *dups how many
+ * appear more than once. Ids not in `expected` are counted in *unexpected. */
+void sbt_ledger_check(const char *path, const char *const *expected, size_t n,
+                      size_t *missing, size_t *dups, size_t *unexpected);
 
 /* ---- RabbitMQ --------------------------------------------------------------------------- */
 
