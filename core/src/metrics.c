@@ -22,10 +22,6 @@
 #include "switchboard/error.h"
 #include "metrics.h"
 
-const double sb__histogram_bounds[SB__HIST_NBOUNDS] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-};
-
 /* A sticky-failure writer: the first failed append makes every later one a no-op, and the
  * caller checks once at the end. */
 typedef struct writer {
@@ -127,18 +123,6 @@ int sb__metrics_escape_label(struct evbuffer *out, const char *s)
 }
 
 /* ---- histogram ----------------------------------------------------------------------------- */
-
-void sb__histogram_observe(sb__histogram_t *h, double seconds)
-{
-    if (!(seconds > 0)) /* negative, zero or NaN */
-        seconds = 0;
-    size_t i = 0;
-    while (i < SB__HIST_NBOUNDS && seconds > sb__histogram_bounds[i])
-        i++;
-    h->buckets[i]++;
-    h->count++;
-    h->sum += seconds;
-}
 
 static void series_labels(writer_t *w, const char *label_name, const char *label_value, bool more)
 {
