@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "pipeline.h"
 #include "store_memory.h"
+#include "store_redis.h"
 #include "transport_memory.h"
 
 void sb__pipeline_configure_logging(const sb__config_t *cfg)
@@ -55,6 +56,138 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
                     p->transport_kind);
 }
 
+/* ---- the store gate ------------------------------------------------------------------- */
+
+/* With a Redis store and on_unavailable: block, the dispatcher talks to the transport
+ * through this proxy, so two reasons to pause (its in-flight cap, the store being down) can
+ * hold intake at once: resume() happens only when neither holds. Every other operation
+ * goes straight to the real transport, which keeps its sink and stays p->tx. */
+typedef struct store_gate {
+    sb__transport_t base; /* what the dispatcher sees; must be first */
+    sb__transport_t *real;
+    bool dp_paused, store_down;
+} store_gate_t;
+
+static sb__transport_t *real_tx(sb__transport_t *t)
+{
+    return ((store_gate_t *)t)->real;
+}
+
+static int gate_start(sb__transport_t *t, char *errstr, size_t n)
+{
+    return real_tx(t)->ops->start(real_tx(t), errstr, n);
+}
+
+static void gate_set(store_gate_t *g)
+{
+    sb__transport_t *r = g->real;
+    if (g->dp_paused || g->store_down) {
+        if (r->ops->pause)
+            r->ops->pause(r);
+    } else if (r->ops->resume) {
+        r->ops->resume(r);
+    }
+}
+
+static void gate_pause(sb__transport_t *t)
+{
+    ((store_gate_t *)t)->dp_paused = true;
+    gate_set((store_gate_t *)t);
+}
+
+static void gate_resume(sb__transport_t *t)
+{
+    ((store_gate_t *)t)->dp_paused = false;
+    gate_set((store_gate_t *)t);
+}
+
+static void gate_ack(sb__transport_t *t, sb__delivery_t *d)
+{
+    real_tx(t)->ops->ack(real_tx(t), d);
+}
+
+static int gate_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_ms,
+                            unsigned next_attempt, sb__tx_done_cb cb, void *arg)
+{
+    return real_tx(t)->ops->retry_later(real_tx(t), d, delay_ms, next_attempt, cb, arg);
+}
+
+static int gate_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_meta_t *meta,
+                            sb__tx_done_cb cb, void *arg)
+{
+    return real_tx(t)->ops->dead_letter(real_tx(t), d, meta, cb, arg);
+}
+
+static void gate_release(sb__transport_t *t, sb__delivery_t *d)
+{
+    real_tx(t)->ops->release(real_tx(t), d);
+}
+
+static int gate_publish(sb__transport_t *t, const sb__outmsg_t *m, sb__tx_done_cb cb, void *arg)
+{
+    return real_tx(t)->ops->publish(real_tx(t), m, cb, arg);
+}
+
+static bool gate_ready(sb__transport_t *t)
+{
+    return real_tx(t)->ops->ready(real_tx(t));
+}
+
+static void gate_stop(sb__transport_t *t)
+{
+    if (real_tx(t)->ops->stop)
+        real_tx(t)->ops->stop(real_tx(t));
+}
+
+static void gate_destroy(sb__transport_t *t)
+{
+    (void)t; /* the pipeline destroys the real transport and frees the gate */
+}
+
+static const sb__transport_ops_t gate_ops = {
+    .name = "store-gate",
+    .start = gate_start,
+    .pause = gate_pause,
+    .resume = gate_resume,
+    .ack = gate_ack,
+    .retry_later = gate_retry_later,
+    .dead_letter = gate_dead_letter,
+    .release = gate_release,
+    .publish = gate_publish,
+    .ready = gate_ready,
+    .stop = gate_stop,
+    .destroy = gate_destroy,
+};
+
+static bool store_blocks(const sb__pipeline_t *p)
+{
+    return strcmp(sb__config_str(p->cfg, "idempotency.redis.on_unavailable"), "process") != 0;
+}
+
+/* The Redis store came up or went down. on_unavailable: block holds intake while it is down
+ * (nothing new is claimed, nothing is acked that is not done); process keeps going without
+ * deduplication and says so once per outage. */
+static void store_state_cb(void *arg, bool up)
+{
+    sb__pipeline_t *p = arg;
+    if (!p->tx || !p->dp)
+        return;
+    if (!p->gate) {
+        if (!up)
+            sb__log(SB_LOG_WARN, NULL,
+                    "idempotency store unavailable: processing WITHOUT deduplication "
+                    "(idempotency.redis.on_unavailable: process); duplicates will run again");
+        return;
+    }
+    p->gate->store_down = !up;
+    if (sb__runtime_stopping(p->rt))
+        return; /* intake stopped for good */
+    sb__log(up ? SB_LOG_INFO : SB_LOG_WARN, NULL,
+            up ? "idempotency store available: intake resumes"
+               : "idempotency store unavailable: intake paused until it is back");
+    gate_set(p->gate);
+}
+
 static int make_store(sb__pipeline_t *p, char *errstr, size_t n)
 {
     const char *kind = sb__config_str(p->cfg, "idempotency.store");
@@ -68,6 +201,16 @@ static int make_store(sb__pipeline_t *p, char *errstr, size_t n)
         int rc = sb__memstore_new(owner, 1000000, &p->store);
         return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory store: %s",
                                                 sb_strerror(rc));
+    }
+    if (!strcmp(kind, "redis")) {
+        sb__redis_store_opts_t o = {
+            .url = sb__config_str(p->cfg, "idempotency.redis.url"),
+            .password = sb__config_str(p->cfg, "idempotency.redis.password"),
+        };
+        int rc = sb__store_redis_new(p->rt, &o, &p->store, errstr, n);
+        if (rc == SB_EOK)
+            sb__store_redis_set_state_cb(p->store, store_state_cb, p);
+        return rc;
     }
     return sb__errf(errstr, n, SB_ECONFIG,
                     "idempotency.store: \"%s\" is not available in this build yet (use memory "
@@ -113,9 +256,23 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         .process_without_store =
             !strcmp(sb__config_str(cfg, "idempotency.redis.on_unavailable"), "process"),
     };
-    if ((rc = sb__dispatcher_new(p->rt, p->intake, p->tx, p->store, p->pool, &o, &p->dp, errstr,
+    sb__transport_t *dtx = p->tx;
+    if (p->store && !strcmp(p->store->ops->name, "redis") && store_blocks(p)) {
+        if (!(p->gate = sb_calloc(1, sizeof *p->gate))) {
+            rc = sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+            goto err;
+        }
+        p->gate->base.ops = &gate_ops;
+        p->gate->real = p->tx;
+        dtx = &p->gate->base;
+    }
+    if ((rc = sb__dispatcher_new(p->rt, p->intake, dtx, p->store, p->pool, &o, &p->dp, errstr,
                                  n)) != SB_EOK)
         goto err;
+    if (p->gate) { /* deliveries come from the real transport */
+        p->tx->sink = p->gate->base.sink;
+        p->tx->sink_arg = p->gate->base.sink_arg;
+    }
     *out = p;
     return SB_EOK;
 err:
@@ -125,7 +282,13 @@ err:
 
 int sb__pipeline_start(sb__pipeline_t *p, char *errstr, size_t n)
 {
-    return p->tx->ops->start(p->tx, errstr, n);
+    int rc = p->tx->ops->start(p->tx, errstr, n);
+    /* Redis not connected yet (block mode): wait for it before taking anything. */
+    if (rc == SB_EOK && p->gate && !p->store->ops->available(p->store)) {
+        p->gate->store_down = true;
+        gate_set(p->gate);
+    }
+    return rc;
 }
 
 void sb__pipeline_destroy(sb__pipeline_t *p)
@@ -139,6 +302,7 @@ void sb__pipeline_destroy(sb__pipeline_t *p)
         p->tx->ops->destroy(p->tx);
     if (p->store)
         p->store->ops->destroy(p->store);
+    sb_free(p->gate);
     sb__registry_destroy(p->reg);
     sb__intake_destroy(p->intake);
     sb__runtime_destroy(p->rt);

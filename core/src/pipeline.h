@@ -28,6 +28,7 @@ typedef struct sb__pipeline {
     sb__registry_t *reg;
     sb__dispatcher_t *dp;
     const char *transport_kind;
+    struct store_gate *gate; /* Redis store, on_unavailable: block (pipeline.c) */
 } sb__pipeline_t;
 
 /* Builds everything but does not start intake. SB_ECONFIG (with the reason) when the
