@@ -132,13 +132,10 @@ static int claim_idx(memstore_t *s, unsigned owner, const char *key, uint64_t le
     size_t i = probe(s, key, h);
     entry_t *e = &s->tab[i];
     if (e->key && live(e, now)) {
-        sb__claim_result_t r = SB__CLAIM_BUSY;
-        if (e->state == E_DONE) {
-            r = SB__CLAIM_DONE;
-        } else if (e->owner == owner) {
-            e->expires_ms = deadline(now, lease_ms);
-            r = SB__CLAIM_OWNED;
-        }
+        /* A live claim is BUSY even for its own owner: in one process that means another
+         * copy of the event is in flight right now, and running the handler twice at once
+         * is exactly what the store exists to prevent. The copy retries later. */
+        sb__claim_result_t r = e->state == E_DONE ? SB__CLAIM_DONE : SB__CLAIM_BUSY;
         cb(arg, r);
         return SB_EOK;
     }

@@ -20,8 +20,8 @@
  *
  * Operation results, all through the callback, synchronously:
  *  claim(key, lease_ms):  absent or expired -> OWNED (held by us for lease_ms);
- *                         held by us -> OWNED (lease renewed);
- *                         held by another owner -> BUSY; done -> DONE;
+ *                         held (by us: another copy is in flight; or by another
+ *                         owner) -> BUSY; done -> DONE;
  *                         table full of live keys -> ERROR.
  *  complete(key, ttl_ms): our live lease -> done for ttl_ms, SB_EOK; otherwise SB_ESTATE.
  *  release(key):          our live lease -> deleted, SB_EOK; otherwise SB_ESTATE.

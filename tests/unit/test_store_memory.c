@@ -131,8 +131,8 @@ static void test_claim_outcomes(void **state)
     (void)state;
     sb__store_t *s = new_store(16);
     assert_int_equal(claim(s, "g:h:e1", 100), SB__CLAIM_OWNED);
-    /* Redelivery to the same owner must not deadlock. */
-    assert_int_equal(claim(s, "g:h:e1", 100), SB__CLAIM_OWNED);
+    /* A second copy in flight in the same process waits: the claim is live. */
+    assert_int_equal(claim(s, "g:h:e1", 100), SB__CLAIM_BUSY);
     assert_int_equal(claim_as(s, "other", "g:h:e1", 100), SB__CLAIM_BUSY);
     assert_int_equal(complete(s, "g:h:e1", 1000), SB_EOK);
     assert_int_equal(claim(s, "g:h:e1", 100), SB__CLAIM_DONE);
@@ -234,8 +234,8 @@ static void test_capacity_and_reclaim(void **state)
     }
     assert_int_equal(claim(s, "k4", 100), SB__CLAIM_ERROR);
     assert_int_equal(claim_as(s, "b", "k4", 100), SB__CLAIM_ERROR);
-    /* Existing keys still answer normally when full. */
-    assert_int_equal(claim(s, "k0", 100), SB__CLAIM_OWNED);
+    /* Existing keys still answer normally when full (k0 is held: busy). */
+    assert_int_equal(claim(s, "k0", 100), SB__CLAIM_BUSY);
     assert_int_equal(complete(s, "k1", 50), SB_EOK);
     assert_int_equal(sb__memstore_count(s), 4);
     /* Releasing one frees a slot. */
@@ -270,7 +270,7 @@ static void test_owner_limit(void **state)
                      SB_ERANGE);
     assert_int_equal(a.calls, 0);
     /* Known owners keep working, "me" included by name. */
-    assert_int_equal(claim_as(s, "o5", "o5", 100), SB__CLAIM_OWNED);
+    assert_int_equal(claim_as(s, "o5", "o5", 100), SB__CLAIM_BUSY); /* held by o5 already */
     assert_int_equal(claim_as(s, "me", "mine", 100), SB__CLAIM_OWNED);
     assert_int_equal(complete(s, "mine", 100), SB_EOK);
     s->ops->destroy(s);
@@ -318,10 +318,8 @@ static void run_model(size_t max_keys, int ops)
             if (model_live(e)) {
                 if (e->state == 2)
                     want = SB__CLAIM_DONE;
-                else if (e->owner == who)
-                    want = SB__CLAIM_OWNED;
                 else
-                    want = SB__CLAIM_BUSY;
+                    want = SB__CLAIM_BUSY; /* held, even by the same owner */
             } else {
                 size_t live = 0;
                 for (int i = 0; i < MODEL_KEYS; i++)
@@ -397,7 +395,7 @@ static void test_alloc_failure(void **state)
     assert_int_equal(s->ops->claim(s, "new", 100, on_claim, &a), SB_ENOMEM);
     assert_int_equal(a.calls, 0);
     /* Operations on existing keys need no allocation. */
-    assert_int_equal(claim(s, "present", 100), SB__CLAIM_OWNED);
+    assert_int_equal(claim(s, "present", 100), SB__CLAIM_BUSY);
     assert_int_equal(complete(s, "present", 100), SB_EOK);
     sb__store_t *t = NULL;
     assert_int_equal(sb__memstore_new("x", 8, &t), SB_ENOMEM);
