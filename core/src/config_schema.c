@@ -104,6 +104,8 @@ static const sb__cfg_prop_t props[] = {
     P_STR("transport.amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f",
           SB__CFG_SECRET | SB__CFG_URL,
           "Broker URL (amqp:// or amqps://); its password is masked when printed."),
+    P_STR("transport.amqp.password_file", NULL, 0,
+          "File whose first line is the broker password (overrides the URL's password)."),
     P_STR("transport.amqp.exchange", "integration_events", 0,
           "Exchange the integration events are published to (bound by routing key)."),
     P_STR("transport.amqp.queue", "switchboard", 0,

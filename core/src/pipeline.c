@@ -12,6 +12,7 @@
 #include "pipeline.h"
 #include "store_memory.h"
 #include "store_redis.h"
+#include "transport_amqp.h"
 #include "transport_memory.h"
 
 void sb__pipeline_configure_logging(const sb__config_t *cfg)
@@ -35,6 +36,44 @@ void sb__pipeline_configure_logging(const sb__config_t *cfg)
     /* URL passwords (amqp://u:p@h, redis://u:p@h) are masked by the logger itself. */
 }
 
+static int make_amqp(sb__pipeline_t *p, char *errstr, size_t n)
+{
+    const sb__config_t *cfg = p->cfg;
+    json_t *qs = sb__config_json(cfg, "transport.amqp.queues");
+    size_t nq = json_array_size(qs);
+    const char **queues = sb_calloc(nq + 1, sizeof *queues);
+    if (!queues)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    for (size_t i = 0; i < nq; i++)
+        queues[i] = json_string_value(json_array_get(qs, i));
+    const char *const *patterns;
+    size_t np = sb__registry_patterns(p->reg, &patterns);
+    sb__amqptx_opts_t o = {
+        .url = sb__config_str(cfg, "transport.amqp.url"),
+        .password_file = sb__config_str(cfg, "transport.amqp.password_file"),
+        .exchange = sb__config_str(cfg, "transport.amqp.exchange"),
+        .queue = sb__config_str(cfg, "transport.amqp.queue"),
+        .queues = queues,
+        .n_queues = nq,
+        .quorum = !strcmp(sb__config_str(cfg, "transport.amqp.queue_type"), "quorum"),
+        .single_active_consumer = sb__config_bool(cfg, "transport.amqp.single_active_consumer"),
+        .declare = sb__config_bool(cfg, "transport.amqp.declare"),
+        .prefetch = (unsigned)sb__config_int(cfg, "transport.amqp.prefetch"),
+        .heartbeat_s = (unsigned)((sb__config_duration_ms(cfg, "transport.amqp.heartbeat") + 999) / 1000),
+        .ca_file = sb__config_str(cfg, "transport.amqp.tls.ca_file"),
+        .cert_file = sb__config_str(cfg, "transport.amqp.tls.cert_file"),
+        .key_file = sb__config_str(cfg, "transport.amqp.tls.key_file"),
+        .verify_peer = sb__config_bool(cfg, "transport.amqp.tls.verify_peer"),
+        .patterns = patterns,
+        .n_patterns = np,
+        .consumer = sb__config_str(cfg, "service.name"),
+    };
+    int rc = sb__amqptx_new(sb__runtime_base(p->rt), &o, sb__dispatcher_deliver, NULL, &p->tx,
+                            errstr, n);
+    sb_free(queues);
+    return rc;
+}
+
 static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
 {
     const sb__config_t *cfg = p->cfg;
@@ -51,6 +90,8 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
         return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory transport: %s",
                                                 sb_strerror(rc));
     }
+    if (!strcmp(p->transport_kind, "amqp"))
+        return make_amqp(p, errstr, n);
     return sb__errf(errstr, n, SB_ECONFIG,
                     "transport.kind: \"%s\" is not available in this build yet (use memory)",
                     p->transport_kind);

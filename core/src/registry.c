@@ -27,6 +27,8 @@ struct sb__registry {
     size_t n_instances;
     sb__handler_t **handlers;
     size_t n_handlers;
+    char **patterns; /* every bound pattern, once (copies), for broker bindings */
+    size_t n_patterns;
 };
 
 int sb__registry_new(sb__registry_t **out)
@@ -45,6 +47,27 @@ static int grow(void **arr, size_t n, size_t elem)
         return SB_ENOMEM;
     *arr = p;
     return SB_EOK;
+}
+
+/* Remembers a bound pattern once; SB_ENOMEM. */
+static int note_pattern(sb__registry_t *r, const char *pattern)
+{
+    for (size_t i = 0; i < r->n_patterns; i++)
+        if (!strcmp(r->patterns[i], pattern))
+            return SB_EOK;
+    char *c = sb_strdup(pattern);
+    if (!c || grow((void **)&r->patterns, r->n_patterns, sizeof *r->patterns) != SB_EOK) {
+        sb_free(c);
+        return SB_ENOMEM;
+    }
+    r->patterns[r->n_patterns++] = c;
+    return SB_EOK;
+}
+
+size_t sb__registry_patterns(const sb__registry_t *r, const char *const **out)
+{
+    *out = (const char *const *)r->patterns;
+    return r->n_patterns;
 }
 
 static int find_module(sb__registry_t *r, const char *name, const sb_module_t **out,
@@ -158,10 +181,14 @@ int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__int
         char why[256];
         if (spec->bind) {
             for (size_t i = 0; spec->bind[i]; i++)
-                if ((rc = sb__intake_bind_handler(intake, spec->bind[i], hd, why, sizeof why)))
-                    return sb__errf(errstr, n, rc, "handler \"%s\": %s", name, why);
-        } else if ((rc = sb__intake_bind_handler(intake, h->pattern, hd, why, sizeof why))) {
-            return sb__errf(errstr, n, rc, "handler \"%s\": %s", name, why);
+                if ((rc = sb__intake_bind_handler(intake, spec->bind[i], hd, why, sizeof why)) ||
+                    (rc = note_pattern(r, spec->bind[i])))
+                    return sb__errf(errstr, n, rc, "handler \"%s\": %s", name,
+                                    rc == SB_ENOMEM ? "out of memory" : why);
+        } else if ((rc = sb__intake_bind_handler(intake, h->pattern, hd, why, sizeof why)) ||
+                   (rc = note_pattern(r, h->pattern))) {
+            return sb__errf(errstr, n, rc, "handler \"%s\": %s", name,
+                            rc == SB_ENOMEM ? "out of memory" : why);
         }
     }
     return SB_EOK;
@@ -242,6 +269,9 @@ void sb__registry_destroy(sb__registry_t *r)
     }
     for (size_t i = 0; i < r->n_modules; i++)
         sb__module_close(r->modules[i]);
+    for (size_t i = 0; i < r->n_patterns; i++)
+        sb_free(r->patterns[i]);
+    sb_free(r->patterns);
     sb_free(r->handlers);
     sb_free(r->instances);
     sb_free(r->modules);

@@ -45,6 +45,11 @@ size_t sb__registry_count(const sb__registry_t *r);
 sb__handler_t *sb__registry_handler(const sb__registry_t *r, size_t i);
 bool sb__registry_has_blocking(const sb__registry_t *r);
 
+/* Every pattern some handler is bound with (its `bind` list or its module's defaults), once
+ * each, in registration order: the broker bindings of the consumer's queue. *out lives as
+ * long as the registry. Returns the count. */
+size_t sb__registry_patterns(const sb__registry_t *r, const char *const **out);
+
 /* Runs every shutdown hook (reverse order), closes the modules, frees. NULL: no-op. */
 void sb__registry_destroy(sb__registry_t *r);
 
