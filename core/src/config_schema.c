@@ -23,6 +23,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const log_formats[] = {"json", "text", NULL};
 static const char *const transport_kinds[] = {"memory", "kafka", "amqp", NULL};
 static const char *const kafka_concurrency[] = {"partition", "key", NULL};
+static const char *const kafka_retry_modes[] = {"topic", "in_place", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const id_strategies[] = {"strict", "hash", NULL};
 static const char *const unroutable_policies[] = {"ack", "dead-letter", NULL};
@@ -98,6 +99,19 @@ static const sb__cfg_prop_t props[] = {
           "Messages dispatched and not yet settled, over all partitions."),
     P_STR("transport.kafka.dlq_topic_suffix", ".dlq", 0,
           "Dead letters of topic T go to T followed by this suffix."),
+    P_ENUM("transport.kafka.retry", "topic", kafka_retry_modes, 0,
+           "topic: copy to T.retry with a due time, consumed when due (non-blocking); "
+           "in_place: hold the partition and re-run the message after the delay."),
+    P_STR("transport.kafka.retry_topic_suffix", ".retry", 0,
+          "Retry copies of topic T go to T followed by this suffix (retry: topic)."),
+    P_STR("transport.kafka.publish_topic", "", 0,
+          "Topic for follow-up events published by handlers; empty: the first topic."),
+    P_INT("transport.kafka.partition_backlog", "2000", 16, 1000000, 0,
+          "Messages fetched and not yet committed per partition before it is paused."),
+    P_DUR("transport.kafka.revoke_timeout", "15s", 0, 10 * MS_MIN, 0,
+          "On a revoke, how long in-flight messages of the revoked partitions may settle."),
+    P_BOOL("transport.kafka.create_topics", "true", 0,
+           "At start, create missing T.retry and T.dlq topics (as many partitions as T)."),
     P_MAP("transport.kafka.properties",
           "librdkafka properties passed through unchanged (secret-named keys are masked)."),
 

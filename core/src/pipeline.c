@@ -13,6 +13,7 @@
 #include "store_memory.h"
 #include "store_redis.h"
 #include "transport_amqp.h"
+#include "transport_kafka.h"
 #include "transport_memory.h"
 
 void sb__pipeline_configure_logging(const sb__config_t *cfg)
@@ -92,6 +93,9 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
     }
     if (!strcmp(p->transport_kind, "amqp"))
         return make_amqp(p, errstr, n);
+    if (!strcmp(p->transport_kind, "kafka"))
+        return sb__kafka_new(sb__runtime_base(p->rt), cfg, sb__dispatcher_deliver, NULL, &p->tx,
+                             errstr, n);
     return sb__errf(errstr, n, SB_ECONFIG,
                     "transport.kind: \"%s\" is not available in this build yet (use memory)",
                     p->transport_kind);

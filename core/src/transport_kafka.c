@@ -1,0 +1,1679 @@
+/* transport_kafka.c: the Kafka transport on librdkafka (see transport_kafka.h).
+ *
+ * Design:
+ *  - One wake-up pipe. librdkafka writes to it (rd_kafka_queue_io_event_enable) when the
+ *    consumer queue (messages, rebalances, logs and errors, the main queue being forwarded
+ *    to it) or the producer's main queue (delivery reports, logs) becomes non-empty; a
+ *    libevent read event then polls both with timeout 0, at most FETCH_BATCH messages per
+ *    turn. A full batch re-arms a zero timer ("kick") for the rest, so nothing spins while
+ *    idle and a busy topic cannot starve the loop. Every librdkafka callback therefore runs
+ *    on the loop thread.
+ *  - Fetched messages go to a per-partition list in offset order and stay there until they
+ *    are committed: QUEUED (not handed over), INFLIGHT (the dispatcher has it, or its retry
+ *    or dead-letter copy is being produced), DONE. The DONE prefix of a list is popped and
+ *    its next offset stored (rd_kafka_offsets_store, once per pump turn); librdkafka's
+ *    auto-commit commits stored offsets periodically, and a synchronous commit runs on
+ *    revoke and at shutdown. enable.auto.offset.store is forced off: an offset is never
+ *    stored past a message that is not settled.
+ *  - Ordering: concurrency "partition" hands over a partition's head only when nothing of
+ *    that partition is in flight; "key" scans a bounded window (KEY_WINDOW) of the list and
+ *    hands over every QUEUED message whose key (64-bit hash; a collision only serialises)
+ *    has no earlier unsettled message. A global cap (max_inflight) and the dispatcher's
+ *    pause() bound what is in flight.
+ *  - Settlements never free or hand over anything synchronously: they mark the message and
+ *    queue its partition for the pump, so a handler that settles inside the sink call cannot
+ *    recurse into the transport (the memory transport's rule).
+ *  - Backpressure: a partition holding partition_backlog messages (queued + in flight + done
+ *    but not yet committed) is paused with rd_kafka_pause_partitions and resumed at half.
+ *    librdkafka's own prefetch is bounded by queued.min.messages (100000) and
+ *    queued.max.messages.kbytes (32 MiB) unless overridden; in 2.0.2 both count the whole
+ *    consumer queue, which every partition is forwarded to. Each turn drains up to
+ *    FETCH_BATCH messages from it into the local lists, so memory is bounded by 32 MiB +
+ *    partitions x (partition_backlog + one fetch response) messages whatever the backlog on
+ *    the broker (measured: 43-49 MB max RSS over a 1,000,000-message backlog, 3 partitions).
+ *    Known cost (measured, librdkafka 2.0.2): when every partition is paused at once, the
+ *    fetcher notices the resume only at its next 1 s tick, so a consumer that is much slower
+ *    than the fetcher alternates bursts and pauses; a larger partition_backlog pauses less
+ *    often at the price of memory (20000: ~4x faster, ~130 MB).
+ *  - retry_later: "topic" produces a copy to <topic><retry_topic_suffix> with the original
+ *    key, value and headers plus x-sb-attempts and x-sb-due-at (epoch ms); the consumer is
+ *    subscribed to those topics too and holds a retry partition (paused, with a timer) until
+ *    its head is due, which keeps the retry topic's order (Spring Kafka's approach, with one
+ *    retry topic per topic: a longer delay at the head delays the shorter ones behind it).
+ *    "in_place" keeps the message at its place, holds the partition for the delay and hands
+ *    it over again with the next attempt number (order kept, partition blocked meanwhile).
+ *    The mode is transport-wide: the dispatcher settles messages, not handlers, so a
+ *    per-handler choice is not offered.
+ *  - dead_letter produces to <topic><dlq_topic_suffix> through the idempotent producer
+ *    (enable.idempotence, acks=all); the original counts as settled only once the delivery
+ *    report succeeded. Follow-up events use the same producer.
+ *  - Rebalances (eager or cooperative, rd_kafka_rebalance_protocol()): on revoke, queued
+ *    messages of the revoked partitions are dropped and nothing more is handed over; the
+ *    unassign waits (asynchronously, the loop keeps running) until their in-flight messages
+ *    settled or revoke_timeout passed; then offsets are stored, committed synchronously, and
+ *    the partitions released. Messages still in flight then become orphans: their later
+ *    settlement stores nothing. A lost assignment is released at once without a commit.
+ *
+ * Not here: decoding (intake), per-handler retry modes, per-partition lag metrics, creating
+ * topics matched by a regex subscription (only listed topics get retry/DLQ topics), and
+ * keeping a regex subscription from matching the DLQ topics (choose the regex accordingly). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "switchboard/alloc.h"
+#include "switchboard/error.h"
+#include "datetime.h"
+#include "errf.h"
+#include "log.h"
+#include "transport_kafka.h"
+
+#define FETCH_BATCH        8192 /* messages taken from librdkafka per loop turn */
+#define PUMP_BUDGET        4096 /* hand-overs per loop turn */
+#define KEY_WINDOW         256  /* messages scanned per partition for key concurrency */
+#define RELEASE_BACKOFF_MS 500  /* a released message waits this long before it is retried */
+#define EMBEDDED_PARTITIONS 3
+#define ADMIN_TIMEOUT_MS   15000
+#define CLOSE_FLUSH_MS     10000
+
+typedef enum kstate { K_QUEUED, K_INFLIGHT, K_DONE } kstate_t;
+
+typedef struct kafkatx kafkatx_t;
+typedef struct kpart kpart_t;
+
+typedef struct kmsg {
+    sb__delivery_t d; /* what the dispatcher sees; must be first */
+    rd_kafka_message_t *rkm;
+    kpart_t *kp;
+    struct kmsg *prev, *next; /* partition list (offset order), or the orphan list */
+    kstate_t state;
+    bool orphan;
+    uint64_t key_hash;
+    int64_t not_before; /* monotonic ms; 0: now */
+    sb__header_t hdrs[];
+} kmsg_t;
+
+struct kpart {
+    kpart_t *next_all, *next_ready;
+    kafkatx_t *tx;
+    char *topic;      /* the topic consumed */
+    char *base_topic; /* without the retry suffix: intake's topic, DLQ and retry names */
+    int32_t partition;
+    bool is_retry, owned, revoking, in_ready, paused, dirty;
+    kmsg_t *head, *tail;
+    size_t n, n_queued, n_active;
+    int64_t next_fetch; /* offset after the last one received; -1: none yet */
+    int64_t store;      /* offset to store (the next one to consume) */
+    int64_t hold_until; /* monotonic ms the head waits for; 0: no hold */
+    struct event *hold;
+};
+
+typedef enum op_kind { OP_SETTLE, OP_PUBLISH } op_kind_t;
+
+/* A pending completion: a produce awaiting its delivery report, or a deferred callback. */
+typedef struct kop {
+    struct kop *next;
+    kafkatx_t *tx;
+    kmsg_t *m; /* OP_SETTLE: the original being settled */
+    op_kind_t kind;
+    sb__tx_done_cb cb;
+    void *arg;
+    int status;
+    const char *what; /* "retry", "dead-letter", "publish" (logs) */
+} kop_t;
+
+struct kafkatx {
+    sb__transport_t base; /* must be first */
+    struct event_base *evbase;
+    /* configuration */
+    char *brokers, *group, *client_id, *dlq_suffix, *retry_suffix, *publish_topic;
+    char **topics;
+    size_t n_topics;
+    bool key_mode, retry_in_place, create_topics, embedded;
+    size_t max_inflight, backlog;
+    uint64_t revoke_timeout_ms;
+    json_t *props;
+    /* clients */
+    rd_kafka_t *mock_host;
+    rd_kafka_mock_cluster_t *mock;
+    char *mock_bootstraps;
+    rd_kafka_t *consumer, *producer;
+    rd_kafka_queue_t *cq, *pq;
+    int wake[2];
+    struct event *wake_ev, *kick, *revoke_timer;
+    /* state */
+    bool started, stopped, sink_paused, in_pump, parked, closing, destroying, fetch_more;
+    kpart_t *parts, *ready_head, *ready_tail;
+    size_t n_dispatched; /* held by the dispatcher */
+    kmsg_t *orphans;
+    kop_t *compl_head, *compl_tail;
+    rd_kafka_topic_partition_list_t *pending_revoke;
+    bool pending_lost, pending_coop;
+};
+
+static const sb__transport_ops_t kafka_ops;
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    return sb__datetime_now_us() / 1000;
+}
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Decimal header value; false when malformed. */
+static bool parse_u64(const char *v, size_t n, uint64_t *out)
+{
+    if (!v || n == 0 || n > 19)
+        return false;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+        acc = acc * 10 + (uint64_t)(v[i] - '0');
+    }
+    *out = acc;
+    return true;
+}
+
+static char *concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = sb_malloc(la + lb + 1);
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
+}
+
+static bool is_regex(const char *topic)
+{
+    return topic[0] == '^';
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t ls = strlen(s), lx = strlen(suffix);
+    return lx && ls > lx && !memcmp(s + ls - lx, suffix, lx);
+}
+
+static const sb__header_t *find_header(const kmsg_t *m, const char *name)
+{
+    size_t n = strlen(name);
+    const sb__header_t *found = NULL;
+    for (size_t i = 0; i < m->d.msg.n_headers; i++)
+        if (m->hdrs[i].name_len == n && !memcmp(m->hdrs[i].name, name, n))
+            found = &m->hdrs[i]; /* the last one wins, as Kafka clients read them */
+    return found;
+}
+
+/* ---- libevent scheduling ---------------------------------------------------------------- */
+
+static void kick(kafkatx_t *tx)
+{
+    static const struct timeval zero = {0, 0};
+    if (tx->kick && !tx->destroying && !evtimer_pending(tx->kick, NULL))
+        evtimer_add(tx->kick, &zero);
+}
+
+static void mark_ready(kafkatx_t *tx, kpart_t *kp)
+{
+    if (kp->in_ready)
+        return;
+    kp->in_ready = true;
+    kp->next_ready = NULL;
+    if (tx->ready_tail)
+        tx->ready_tail->next_ready = kp;
+    else
+        tx->ready_head = kp;
+    tx->ready_tail = kp;
+}
+
+static kpart_t *pop_ready(kafkatx_t *tx)
+{
+    kpart_t *kp = tx->ready_head;
+    if (!kp)
+        return NULL;
+    tx->ready_head = kp->next_ready;
+    if (!tx->ready_head)
+        tx->ready_tail = NULL;
+    kp->in_ready = false;
+    kp->next_ready = NULL;
+    return kp;
+}
+
+static void mark_all_ready(kafkatx_t *tx)
+{
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+        if (kp->n_queued || kp->n)
+            mark_ready(tx, kp);
+}
+
+/* ---- messages and partitions ------------------------------------------------------------ */
+
+static void free_msg(kmsg_t *m)
+{
+    if (m->rkm)
+        rd_kafka_message_destroy(m->rkm);
+    sb_free(m);
+}
+
+static void list_unlink(kmsg_t **head, kmsg_t **tail, kmsg_t *m)
+{
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        *head = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    else if (tail)
+        *tail = m->prev;
+    m->prev = m->next = NULL;
+}
+
+static void part_unlink(kpart_t *kp, kmsg_t *m)
+{
+    list_unlink(&kp->head, &kp->tail, m);
+    kp->n--;
+}
+
+static kpart_t *find_part(kafkatx_t *tx, const char *topic, int32_t partition)
+{
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+        if (kp->partition == partition && !strcmp(kp->topic, topic))
+            return kp;
+    return NULL;
+}
+
+static void on_hold(evutil_socket_t fd, short what, void *arg);
+
+static kpart_t *get_part(kafkatx_t *tx, const char *topic, int32_t partition)
+{
+    kpart_t *kp = find_part(tx, topic, partition);
+    if (kp)
+        return kp;
+    kp = sb_calloc(1, sizeof *kp);
+    if (!kp)
+        return NULL;
+    kp->tx = tx;
+    kp->partition = partition;
+    kp->topic = sb_strdup(topic);
+    if (kp->topic && !tx->retry_in_place && ends_with(topic, tx->retry_suffix)) {
+        kp->is_retry = true;
+        kp->base_topic = sb_strndup(topic, strlen(topic) - strlen(tx->retry_suffix));
+    } else if (kp->topic) {
+        kp->base_topic = sb_strdup(topic);
+    }
+    kp->hold = evtimer_new(tx->evbase, on_hold, kp);
+    if (!kp->topic || !kp->base_topic || !kp->hold) {
+        if (kp->hold)
+            event_free(kp->hold);
+        sb_free(kp->topic);
+        sb_free(kp->base_topic);
+        sb_free(kp);
+        return NULL;
+    }
+    kp->next_fetch = -1;
+    kp->store = -1;
+    kp->next_all = tx->parts;
+    tx->parts = kp;
+    return kp;
+}
+
+/* Drops every QUEUED message (never handed over; the next owner fetches them again). */
+static void drop_queued(kpart_t *kp)
+{
+    for (kmsg_t *m = kp->head, *next; m; m = next) {
+        next = m->next;
+        if (m->state != K_QUEUED)
+            continue;
+        part_unlink(kp, m);
+        kp->n_queued--;
+        free_msg(m);
+    }
+    kp->hold_until = 0;
+    event_del(kp->hold);
+}
+
+/* The partition is no longer ours: free what is settled or queued, orphan what is in
+ * flight (its settlement will store nothing). */
+static void detach_part(kafkatx_t *tx, kpart_t *kp)
+{
+    for (kmsg_t *m = kp->head, *next; m; m = next) {
+        next = m->next;
+        part_unlink(kp, m);
+        if (m->state == K_INFLIGHT) {
+            m->orphan = true;
+            m->next = tx->orphans;
+            if (tx->orphans)
+                tx->orphans->prev = m;
+            tx->orphans = m;
+        } else {
+            free_msg(m);
+        }
+    }
+    kp->n_queued = kp->n_active = 0;
+    kp->owned = kp->revoking = kp->paused = kp->dirty = false;
+    kp->next_fetch = kp->store = -1;
+    kp->hold_until = 0;
+    event_del(kp->hold);
+}
+
+/* Pops the settled prefix; the offset after it is the one to store. */
+static void advance_prefix(kpart_t *kp)
+{
+    while (kp->head && kp->head->state == K_DONE) {
+        kmsg_t *m = kp->head;
+        kp->store = m->d.offset + 1;
+        kp->dirty = true;
+        part_unlink(kp, m);
+        free_msg(m);
+    }
+}
+
+/* ---- receiving ---------------------------------------------------------------------------- */
+
+static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
+{
+    if (rkm->err) {
+        if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            sb__log(SB_LOG_WARN, NULL, "kafka consumer: %s%s%s: %s",
+                    rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "",
+                    rkm->rkt ? " " : "", rd_kafka_err2name(rkm->err),
+                    rd_kafka_message_errstr(rkm));
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    kpart_t *kp = find_part(tx, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    if (!kp || !kp->owned || kp->revoking || tx->stopped ||
+        (kp->next_fetch >= 0 && rkm->offset < kp->next_fetch)) {
+        rd_kafka_message_destroy(rkm); /* not ours (any more), or seen already */
+        return;
+    }
+    rd_kafka_headers_t *hs = NULL;
+    size_t nh = 0;
+    if (rd_kafka_message_headers(rkm, &hs) == RD_KAFKA_RESP_ERR_NO_ERROR && hs)
+        nh = rd_kafka_header_cnt(hs);
+    kmsg_t *m = sb_malloc(sizeof *m + nh * sizeof(sb__header_t));
+    if (!m) {
+        /* Not tracked: the offset is never stored past it, a restart re-reads it. */
+        sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory receiving %s [%" PRId32 "] @%" PRId64,
+                kp->topic, kp->partition, rkm->offset);
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    memset(m, 0, sizeof *m);
+    m->rkm = rkm;
+    m->kp = kp;
+    uint64_t made = 0, due = 0;
+    for (size_t i = 0; i < nh; i++) {
+        const char *name;
+        const void *val;
+        size_t size;
+        if (rd_kafka_header_get_all(hs, i, &name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            name = "", val = NULL, size = 0;
+        sb__header_t *h = &m->hdrs[i];
+        h->name = name;
+        h->name_len = (uint32_t)strlen(name);
+        h->value = val ? val : "";
+        h->value_len = val ? (uint32_t)size : 0;
+        if (h->name_len == 13 && !memcmp(name, "x-sb-attempts", 13))
+            parse_u64(h->value, h->value_len, &made);
+        else if (h->name_len == 11 && !memcmp(name, "x-sb-due-at", 11))
+            parse_u64(h->value, h->value_len, &due);
+    }
+    sb__delivery_t *d = &m->d;
+    d->msg.body = rkm->payload ? (const char *)rkm->payload : "";
+    d->msg.body_len = rkm->payload ? rkm->len : 0;
+    d->msg.topic = kp->base_topic;
+    d->msg.headers = m->hdrs;
+    d->msg.n_headers = nh;
+    d->attempt = made < 999999999u ? (unsigned)made + 1 : 999999999u;
+    d->source = kp->topic;
+    d->partition = rkm->partition;
+    d->offset = rkm->offset;
+    m->key_hash = rkm->key ? hash_bytes(rkm->key, rkm->key_len) : 0x6b6579ULL;
+    if (kp->is_retry && due) {
+        int64_t wait = (int64_t)due - wall_ms();
+        if (wait > 0)
+            m->not_before = mono_ms() + wait;
+    }
+    m->state = K_QUEUED;
+    m->prev = kp->tail;
+    if (kp->tail)
+        kp->tail->next = m;
+    else
+        kp->head = m;
+    kp->tail = m;
+    kp->n++;
+    kp->n_queued++;
+    kp->next_fetch = rkm->offset + 1;
+    mark_ready(tx, kp);
+}
+
+/* ---- handing over ---------------------------------------------------------------------- */
+
+static bool can_push(const kafkatx_t *tx)
+{
+    return tx->started && !tx->stopped && !tx->sink_paused && !tx->closing &&
+           tx->n_dispatched < tx->max_inflight;
+}
+
+static void hold(kafkatx_t *tx, kpart_t *kp, int64_t until, int64_t now)
+{
+    if (kp->hold_until == until && evtimer_pending(kp->hold, NULL))
+        return;
+    kp->hold_until = until;
+    int64_t ms = until - now;
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(kp->hold, &tv);
+}
+
+static void hand_over(kafkatx_t *tx, kmsg_t *m)
+{
+    kpart_t *kp = m->kp;
+    m->state = K_INFLIGHT;
+    m->not_before = 0;
+    kp->n_queued--;
+    kp->n_active++;
+    tx->n_dispatched++;
+    tx->base.sink(tx->base.sink_arg, &m->d);
+}
+
+/* Hands over what kp's ordering allows; returns how many. */
+static unsigned dispatch_part(kafkatx_t *tx, kpart_t *kp, unsigned budget)
+{
+    if (!kp->owned || kp->revoking || !kp->n_queued)
+        return 0;
+    int64_t now = mono_ms();
+    if (!tx->key_mode) {
+        if (kp->n_active)
+            return 0;
+        kmsg_t *m = kp->head;
+        while (m && m->state != K_QUEUED)
+            m = m->next;
+        if (!m)
+            return 0;
+        if (m->not_before > now) {
+            hold(tx, kp, m->not_before, now);
+            return 0;
+        }
+        hand_over(tx, m);
+        return 1;
+    }
+    uint64_t blocked[KEY_WINDOW];
+    size_t nb = 0, scanned = 0;
+    unsigned n = 0;
+    for (kmsg_t *m = kp->head; m && scanned < KEY_WINDOW && n < budget; m = m->next, scanned++) {
+        if (m->state == K_DONE)
+            continue;
+        bool is_blocked = false;
+        for (size_t i = 0; i < nb && !is_blocked; i++)
+            is_blocked = blocked[i] == m->key_hash;
+        if (m->state == K_QUEUED && !is_blocked) {
+            if (m->not_before > now) {
+                hold(tx, kp, m->not_before, now); /* the partition waits (in-place retry) */
+                break;
+            }
+            if (!can_push(tx))
+                break;
+            hand_over(tx, m); /* may settle at once: m is marked, never freed, here */
+            n++;
+        }
+        if (!is_blocked)
+            blocked[nb++] = m->key_hash;
+    }
+    return n;
+}
+
+/* ---- storing offsets, pausing, revokes ---------------------------------------------------- */
+
+static void flush_stores(kafkatx_t *tx)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
+        if (!kp->dirty || !kp->owned)
+            continue;
+        kp->dirty = false;
+        if (!l && !(l = rd_kafka_topic_partition_list_new(8)))
+            return;
+        rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset = kp->store;
+    }
+    if (!l)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(tx->consumer, l);
+    if (err)
+        sb__log(SB_LOG_DEBUG, NULL, "kafka: storing offsets: %s", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void set_paused(kafkatx_t *tx, kpart_t *kp, bool pause)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    if (!l)
+        return;
+    rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition);
+    rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(tx->consumer, l)
+                                    : rd_kafka_resume_partitions(tx->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        kp->paused = pause;
+}
+
+static void reconcile_pauses(kafkatx_t *tx, int64_t now)
+{
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
+        if (!kp->owned || kp->revoking)
+            continue;
+        bool held = kp->is_retry && kp->hold_until > now;
+        if (!kp->paused && (kp->n >= tx->backlog || held))
+            set_paused(tx, kp, true);
+        else if (kp->paused && kp->n <= tx->backlog / 2 && !held)
+            set_paused(tx, kp, false);
+    }
+}
+
+static size_t revoking_active(const kafkatx_t *tx)
+{
+    size_t n = 0;
+    for (const kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+        if (kp->revoking)
+            n += kp->n_active;
+    return n;
+}
+
+static void finish_revoke(kafkatx_t *tx)
+{
+    rd_kafka_topic_partition_list_t *l = tx->pending_revoke;
+    if (!l)
+        return;
+    tx->pending_revoke = NULL;
+    if (tx->revoke_timer)
+        event_del(tx->revoke_timer);
+    for (int i = 0; i < l->cnt; i++) {
+        kpart_t *kp = find_part(tx, l->elems[i].topic, l->elems[i].partition);
+        if (kp)
+            advance_prefix(kp);
+    }
+    if (!tx->pending_lost) {
+        flush_stores(tx);
+        rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            sb__log(SB_LOG_WARN, NULL, "kafka: commit on revoke failed: %s",
+                    rd_kafka_err2str(err));
+    }
+    size_t orphaned = 0;
+    for (int i = 0; i < l->cnt; i++) {
+        kpart_t *kp = find_part(tx, l->elems[i].topic, l->elems[i].partition);
+        if (!kp)
+            continue;
+        orphaned += kp->n_active;
+        detach_part(tx, kp);
+    }
+    if (orphaned)
+        sb__log(SB_LOG_WARN, NULL,
+                "kafka: released %d partitions with %zu messages still in flight; their "
+                "results will not be committed (the next owner processes them again)",
+                l->cnt, orphaned);
+    if (tx->pending_coop) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(tx->consumer, l);
+        if (e) {
+            sb__log(SB_LOG_ERROR, NULL, "kafka: incremental unassign: %s",
+                    rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    } else {
+        rd_kafka_resp_err_t err = rd_kafka_assign(tx->consumer, NULL);
+        if (err)
+            sb__log(SB_LOG_ERROR, NULL, "kafka: unassign: %s", rd_kafka_err2str(err));
+    }
+    sb__log(SB_LOG_INFO, NULL, "kafka: released %d partitions", l->cnt);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void on_revoke_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    kafkatx_t *tx = arg;
+    sb__log(SB_LOG_WARN, NULL,
+            "kafka: revoke: %zu messages still in flight after %" PRIu64 " ms; releasing",
+            revoking_active(tx), tx->revoke_timeout_ms);
+    finish_revoke(tx);
+}
+
+static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < l->cnt && off + 1 < n; i++) {
+        int w = snprintf(buf + off, n - off, "%s%s[%" PRId32 "]", i ? ", " : "",
+                         l->elems[i].topic, l->elems[i].partition);
+        if (w < 0 || (size_t)w >= n - off) {
+            if (n > 4)
+                memcpy(buf + n - 4, "...", 4);
+            return;
+        }
+        off += (size_t)w;
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafkatx_t *tx = opaque;
+    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    char desc[512] = "";
+    if (parts)
+        describe(parts, desc, sizeof desc);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            kpart_t *kp = get_part(tx, parts->elems[i].topic, parts->elems[i].partition);
+            if (!kp) {
+                sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory tracking %s",
+                        parts->elems[i].topic);
+                continue;
+            }
+            detach_part(tx, kp); /* a fresh start: fetch positions, holds, leftovers */
+            kp->owned = true;
+            kp->revoking = false;
+            mark_ready(tx, kp);
+        }
+        sb__log(SB_LOG_INFO, NULL, "kafka: assigned %d partitions (%s): %s", parts->cnt,
+                coop ? "cooperative" : "eager", desc);
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
+            if (e) {
+                sb__log(SB_LOG_ERROR, NULL, "kafka: incremental assign: %s",
+                        rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+            }
+        } else {
+            rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+            if (e)
+                sb__log(SB_LOG_ERROR, NULL, "kafka: assign: %s", rd_kafka_err2str(e));
+        }
+        rd_kafka_resume_partitions(rk, parts); /* no pause survives from an earlier owner */
+        kick(tx);
+        return;
+    }
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        sb__log(SB_LOG_ERROR, NULL, "kafka: rebalance error: %s", rd_kafka_err2str(err));
+        if (coop)
+            rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+        else
+            rd_kafka_assign(rk, NULL);
+        return;
+    }
+    bool lost = rd_kafka_assignment_lost(rk);
+    if (tx->pending_revoke) /* cannot happen: librdkafka waits for our unassign */
+        finish_revoke(tx);
+    for (int i = 0; i < parts->cnt; i++) {
+        kpart_t *kp = find_part(tx, parts->elems[i].topic, parts->elems[i].partition);
+        if (!kp)
+            continue;
+        drop_queued(kp);
+        kp->revoking = true;
+    }
+    tx->pending_revoke = rd_kafka_topic_partition_list_copy(parts);
+    tx->pending_lost = lost;
+    tx->pending_coop = coop;
+    size_t active = revoking_active(tx);
+    sb__log(SB_LOG_INFO, NULL, "kafka: %s %d partitions (%s)%s: %s",
+            lost ? "lost" : "revoking", parts->cnt, coop ? "cooperative" : "eager",
+            active && !lost && !tx->closing ? ", waiting for their in-flight messages" : "",
+            desc);
+    if (!tx->pending_revoke) {
+        sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory on revoke: releasing at once");
+        if (coop)
+            rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
+        else
+            rd_kafka_assign(rk, NULL);
+        for (int i = 0; i < parts->cnt; i++) {
+            kpart_t *kp = find_part(tx, parts->elems[i].topic, parts->elems[i].partition);
+            if (kp)
+                detach_part(tx, kp);
+        }
+        return;
+    }
+    if (!active || lost || tx->closing) {
+        finish_revoke(tx);
+        return;
+    }
+    struct timeval tv = {(time_t)(tx->revoke_timeout_ms / 1000),
+                         (suseconds_t)(tx->revoke_timeout_ms % 1000) * 1000};
+    evtimer_add(tx->revoke_timer, &tv);
+}
+
+/* ---- the pump ------------------------------------------------------------------------------ */
+
+static void run_completions(kafkatx_t *tx)
+{
+    kop_t *c = tx->compl_head;
+    tx->compl_head = tx->compl_tail = NULL;
+    while (c) {
+        kop_t *next = c->next;
+        sb__tx_done_cb cb = c->cb;
+        void *arg = c->arg;
+        int status = c->status;
+        sb_free(c);
+        if (cb)
+            cb(arg, status);
+        c = next;
+    }
+}
+
+static void pump(kafkatx_t *tx)
+{
+    if (tx->in_pump || tx->destroying)
+        return;
+    tx->in_pump = true;
+    if (tx->parked && can_push(tx)) {
+        tx->parked = false;
+        mark_all_ready(tx);
+    }
+    unsigned budget = PUMP_BUDGET;
+    while (tx->ready_head && budget) {
+        kpart_t *kp = pop_ready(tx);
+        advance_prefix(kp);
+        if (!can_push(tx)) {
+            tx->parked = true;
+            continue;
+        }
+        budget -= dispatch_part(tx, kp, budget);
+    }
+    flush_stores(tx);
+    reconcile_pauses(tx, mono_ms());
+    if (tx->pending_revoke && revoking_active(tx) == 0)
+        finish_revoke(tx);
+    tx->in_pump = false;
+    if (tx->ready_head)
+        kick(tx);
+}
+
+/* Takes what librdkafka has (both clients), then hands over. */
+static void service(kafkatx_t *tx)
+{
+    if (tx->destroying)
+        return;
+    if (tx->producer)
+        rd_kafka_poll(tx->producer, 0); /* delivery reports, logs */
+    run_completions(tx);
+    tx->fetch_more = false;
+    if (tx->consumer && !tx->closing) {
+        ssize_t n = 0;
+        rd_kafka_message_t *rkm;
+        while (n < FETCH_BATCH && (rkm = rd_kafka_consumer_poll(tx->consumer, 0)) != NULL) {
+            receive(tx, rkm);
+            n++;
+        }
+        if (n == FETCH_BATCH)
+            tx->fetch_more = true;
+    }
+    pump(tx);
+    if (tx->fetch_more)
+        kick(tx);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    kafkatx_t *tx = arg;
+    char buf[256];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    service(tx);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    service(arg);
+}
+
+static void on_hold(evutil_socket_t fd, short what, void *arg)
+{
+    kpart_t *kp = arg;
+    kp->hold_until = 0;
+    mark_ready(kp->tx, kp);
+    pump(kp->tx);
+}
+
+/* ---- settlement ---------------------------------------------------------------------------- */
+
+/* The message is settled for good: it may count towards the stored prefix. */
+static void settle_done(kafkatx_t *tx, kmsg_t *m)
+{
+    if (m->orphan) {
+        list_unlink(&tx->orphans, NULL, m);
+        free_msg(m);
+        return;
+    }
+    kpart_t *kp = m->kp;
+    m->state = K_DONE;
+    kp->n_active--;
+    mark_ready(tx, kp);
+    kick(tx);
+}
+
+/* Back to QUEUED at its place, handed over again after `delay_ms`. */
+static void requeue(kafkatx_t *tx, kmsg_t *m, uint64_t delay_ms)
+{
+    if (m->orphan) {
+        list_unlink(&tx->orphans, NULL, m);
+        free_msg(m);
+        return;
+    }
+    kpart_t *kp = m->kp;
+    m->state = K_QUEUED;
+    m->not_before = mono_ms() + (int64_t)delay_ms;
+    kp->n_active--;
+    kp->n_queued++;
+    mark_ready(tx, kp);
+    kick(tx);
+}
+
+static void tx_ack(sb__transport_t *t, sb__delivery_t *d)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    tx->n_dispatched--;
+    settle_done(tx, (kmsg_t *)d);
+}
+
+static void tx_release(sb__transport_t *t, sb__delivery_t *d)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    tx->n_dispatched--;
+    requeue(tx, (kmsg_t *)d, RELEASE_BACKOFF_MS);
+}
+
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
+{
+    kop_t *op = rkm->_private;
+    if (!op)
+        return;
+    kafkatx_t *tx = op->tx;
+    if (tx->destroying) {
+        sb_free(op);
+        return;
+    }
+    int status = SB_EOK;
+    if (rkm->err) {
+        status = SB_EIO;
+        sb__log(SB_LOG_WARN, NULL, "kafka: %s to %s failed: %s (%s)", op->what,
+                rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rd_kafka_err2str(rkm->err),
+                rd_kafka_err2name(rkm->err));
+    }
+    if (op->kind == OP_SETTLE && status == SB_EOK) {
+        tx->n_dispatched--;
+        settle_done(tx, op->m);
+    }
+    sb__tx_done_cb cb = op->cb;
+    void *arg = op->arg;
+    sb_free(op);
+    if (cb)
+        cb(arg, status);
+}
+
+/* Headers a copy does not inherit: they are rewritten. */
+static bool rewritten(const sb__header_t *h, bool dead_letter)
+{
+    static const char *const retry_names[] = {"x-sb-attempts", "x-sb-due-at", NULL};
+    static const char *const dl_names[] = {
+        "x-sb-attempts", "x-sb-due-at", "x-sb-reason", "x-sb-error", "x-sb-handler",
+        "x-sb-consumer", "x-sb-failed-at", "x-sb-original-topic", "x-sb-original-partition",
+        "x-sb-original-offset", NULL};
+    const char *const *names = dead_letter ? dl_names : retry_names;
+    for (size_t i = 0; names[i]; i++)
+        if (h->name_len == strlen(names[i]) && !memcmp(h->name, names[i], h->name_len))
+            return true;
+    return false;
+}
+
+static rd_kafka_headers_t *copy_headers(const kmsg_t *m, bool dead_letter, size_t extra)
+{
+    rd_kafka_headers_t *hs = rd_kafka_headers_new(m->d.msg.n_headers + extra);
+    if (!hs)
+        return NULL;
+    for (size_t i = 0; i < m->d.msg.n_headers; i++) {
+        const sb__header_t *h = &m->hdrs[i];
+        if (!rewritten(h, dead_letter))
+            rd_kafka_header_add(hs, h->name, (ssize_t)h->name_len, h->value, h->value_len);
+    }
+    return hs;
+}
+
+static void add_hdr(rd_kafka_headers_t *hs, const char *name, const char *value)
+{
+    rd_kafka_header_add(hs, name, -1, value, (ssize_t)strlen(value));
+}
+
+/* Adds the origin: kept from the message's x-sb-original-* headers when it is itself a
+ * retry copy, else the message's own topic, partition and offset. */
+static void add_origin(rd_kafka_headers_t *hs, const kmsg_t *m)
+{
+    static const char *const names[] = {"x-sb-original-topic", "x-sb-original-partition",
+                                        "x-sb-original-offset"};
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%" PRId32, m->d.partition);
+    snprintf(off, sizeof off, "%" PRId64, m->d.offset);
+    const char *own[] = {m->d.source, part, off};
+    const sb__header_t *topic = find_header(m, names[0]);
+    for (size_t i = 0; i < 3; i++) {
+        const sb__header_t *h = topic ? find_header(m, names[i]) : NULL;
+        if (h)
+            rd_kafka_header_add(hs, names[i], -1, h->value, h->value_len);
+        else
+            add_hdr(hs, names[i], own[i]);
+    }
+}
+
+static int produce(kafkatx_t *tx, const char *topic, const void *key, size_t key_len,
+                   const void *value, size_t len, rd_kafka_headers_t *hs, kop_t *op)
+{
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        tx->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_HEADERS(hs), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    if (err) {
+        sb__log(SB_LOG_WARN, NULL, "kafka: %s to %s refused: %s", op->what, topic,
+                rd_kafka_err2str(err));
+        rd_kafka_headers_destroy(hs);
+        sb_free(op);
+        return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SB_EBUSY : SB_EIO;
+    }
+    return SB_EOK;
+}
+
+static kop_t *new_op(kafkatx_t *tx, kmsg_t *m, op_kind_t kind, const char *what,
+                     sb__tx_done_cb cb, void *arg)
+{
+    kop_t *op = sb_calloc(1, sizeof *op);
+    if (op)
+        *op = (kop_t){.tx = tx, .m = m, .kind = kind, .cb = cb, .arg = arg, .what = what};
+    return op;
+}
+
+static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_ms,
+                          unsigned next_attempt, sb__tx_done_cb cb, void *arg)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    kmsg_t *m = (kmsg_t *)d;
+    if (tx->retry_in_place) {
+        kop_t *c = new_op(tx, NULL, OP_SETTLE, "retry", cb, arg);
+        if (!c)
+            return SB_ENOMEM;
+        d->attempt = next_attempt;
+        tx->n_dispatched--;
+        requeue(tx, m, delay_ms);
+        c->status = SB_EOK;
+        if (tx->compl_tail)
+            tx->compl_tail->next = c;
+        else
+            tx->compl_head = c;
+        tx->compl_tail = c;
+        kick(tx);
+        return SB_EOK;
+    }
+    char *topic = concat(m->kp->base_topic, tx->retry_suffix);
+    kop_t *op = new_op(tx, m, OP_SETTLE, "retry", cb, arg);
+    rd_kafka_headers_t *hs = topic && op ? copy_headers(m, false, 5) : NULL;
+    if (!hs) {
+        sb_free(topic);
+        sb_free(op);
+        return SB_ENOMEM;
+    }
+    char attempts[16], due[24];
+    snprintf(attempts, sizeof attempts, "%u", next_attempt ? next_attempt - 1 : 0);
+    snprintf(due, sizeof due, "%" PRId64, wall_ms() + (int64_t)delay_ms);
+    add_hdr(hs, "x-sb-attempts", attempts);
+    add_hdr(hs, "x-sb-due-at", due);
+    if (!find_header(m, "x-sb-original-topic"))
+        add_origin(hs, m);
+    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len,
+                     hs, op);
+    sb_free(topic);
+    return rc;
+}
+
+static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_meta_t *meta,
+                          sb__tx_done_cb cb, void *arg)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    kmsg_t *m = (kmsg_t *)d;
+    if (!meta)
+        return SB_EINVAL;
+    char *topic = concat(m->kp->base_topic, tx->dlq_suffix);
+    kop_t *op = new_op(tx, m, OP_SETTLE, "dead-letter", cb, arg);
+    rd_kafka_headers_t *hs = topic && op ? copy_headers(m, true, 10) : NULL;
+    if (!hs) {
+        sb_free(topic);
+        sb_free(op);
+        return SB_ENOMEM;
+    }
+    char attempts[16], failed_at[32];
+    snprintf(attempts, sizeof attempts, "%u", meta->attempts);
+    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(),
+                        failed_at);
+    add_hdr(hs, "x-sb-reason", meta->reason ? meta->reason : "");
+    add_hdr(hs, "x-sb-error", meta->error ? meta->error : "");
+    if (meta->handler)
+        add_hdr(hs, "x-sb-handler", meta->handler);
+    add_hdr(hs, "x-sb-attempts", attempts);
+    add_hdr(hs, "x-sb-consumer", meta->consumer ? meta->consumer : "");
+    add_hdr(hs, "x-sb-failed-at", failed_at);
+    add_origin(hs, m);
+    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len,
+                     hs, op);
+    sb_free(topic);
+    return rc;
+}
+
+static int tx_publish(sb__transport_t *t, const sb__outmsg_t *o, sb__tx_done_cb cb, void *arg)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    if (!o || !o->type || (!o->body && o->body_len))
+        return SB_EINVAL;
+    if (!tx->producer || !tx->publish_topic || !*tx->publish_topic)
+        return SB_ESTATE;
+    kop_t *op = new_op(tx, NULL, OP_PUBLISH, "publish", cb, arg);
+    rd_kafka_headers_t *hs = op ? rd_kafka_headers_new(5) : NULL;
+    if (!hs) {
+        sb_free(op);
+        return SB_ENOMEM;
+    }
+    add_hdr(hs, "event-type", o->type);
+    add_hdr(hs, "content-type", "application/json");
+    if (o->id)
+        add_hdr(hs, "message-id", o->id);
+    if (o->traceparent)
+        add_hdr(hs, "traceparent", o->traceparent);
+    if (o->tracestate)
+        add_hdr(hs, "tracestate", o->tracestate);
+    return produce(tx, tx->publish_topic, o->key, o->key ? strlen(o->key) : 0,
+                   o->body ? o->body : "", o->body_len, hs, op);
+}
+
+static void tx_pause(sb__transport_t *t)
+{
+    ((kafkatx_t *)t)->sink_paused = true;
+}
+
+static void tx_resume(sb__transport_t *t)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    tx->sink_paused = false;
+    kick(tx);
+}
+
+static bool tx_ready(sb__transport_t *t)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    return tx->started && !tx->stopped;
+}
+
+static void tx_stop(sb__transport_t *t)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    tx->stopped = true;
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+        if (kp->owned && !kp->revoking)
+            drop_queued(kp); /* never handed over: re-read after a restart */
+    kick(tx);
+}
+
+/* ---- configuration of the clients ------------------------------------------------------ */
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    int l = level <= 3 ? SB_LOG_ERROR : level == 4 ? SB_LOG_WARN : level <= 6 ? SB_LOG_INFO
+                                                                            : SB_LOG_DEBUG;
+    /* The properties go to both clients on purpose: each ignores the other's. */
+    if (!strcmp(fac, "CONFWARN") &&
+        (strstr(buf, "is a consumer property") || strstr(buf, "is a producer property")))
+        l = SB_LOG_DEBUG;
+    sb__log(l, NULL, "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
+    char fbuf[256] = "";
+    if (fatal)
+        rd_kafka_fatal_error(rk, fbuf, sizeof fbuf);
+    sb__log(fatal ? SB_LOG_ERROR : SB_LOG_WARN, NULL, "kafka %s: %s (%s)%s%s", rd_kafka_name(rk),
+            reason, rd_kafka_err2name((rd_kafka_resp_err_t)err), fatal ? ": " : "", fbuf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
+                    size_t n)
+{
+    char err[512];
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
+        return sb__errf(errstr, n, SB_ECONFIG, "transport.kafka.properties.%s: %s", k, err);
+    return SB_EOK;
+}
+
+/* The user's properties for one client: plain keys, and "<which>.key" ones. */
+static int apply_props(kafkatx_t *tx, rd_kafka_conf_t *conf, const char *which, char *errstr,
+                       size_t n)
+{
+    const char *k;
+    json_t *v;
+    size_t wl = strlen(which);
+    json_object_foreach(tx->props, k, v)
+    {
+        const char *key = k;
+        if (!strncmp(k, "consumer.", 9) || !strncmp(k, "producer.", 9)) {
+            if (strncmp(k, which, wl) || k[wl] != '.')
+                continue;
+            key = k + wl + 1;
+        }
+        char num[64];
+        const char *val = num;
+        if (json_is_string(v))
+            val = json_string_value(v);
+        else if (json_is_integer(v))
+            snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        else if (json_is_boolean(v))
+            val = json_is_true(v) ? "true" : "false";
+        else if (json_is_real(v))
+            snprintf(num, sizeof num, "%g", json_real_value(v));
+        else
+            return sb__errf(errstr, n, SB_ECONFIG,
+                            "transport.kafka.properties.%s: expected a string", k);
+        int rc = conf_set(conf, key, val, errstr, n);
+        if (rc != SB_EOK)
+            return rc;
+    }
+    return SB_EOK;
+}
+
+static bool user_set(const kafkatx_t *tx, const char *which, const char *key)
+{
+    char scoped[128];
+    snprintf(scoped, sizeof scoped, "%s.%s", which, key);
+    return json_object_get(tx->props, key) || json_object_get(tx->props, scoped);
+}
+
+static const char *bootstraps(const kafkatx_t *tx)
+{
+    return tx->embedded ? tx->mock_bootstraps : tx->brokers;
+}
+
+static rd_kafka_conf_t *base_conf(kafkatx_t *tx, const char *which, char *errstr, size_t n)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf) {
+        sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, tx);
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    if (conf_set(conf, "bootstrap.servers", bootstraps(tx), errstr, n) ||
+        conf_set(conf, "client.id", tx->client_id, errstr, n) ||
+        conf_set(conf, "log.queue", "true", errstr, n) ||
+        apply_props(tx, conf, which, errstr, n)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+static int new_producer(kafkatx_t *tx, char *errstr, size_t n)
+{
+    /* The user's properties, defaults for what they left unset, then what correctness
+     * requires (idempotence, acks=all). */
+    int rc;
+    rd_kafka_conf_t *conf = base_conf(tx, "producer", errstr, n);
+    if (!conf)
+        return SB_ECONFIG;
+    if (!user_set(tx, "producer", "linger.ms"))
+        conf_set(conf, "linger.ms", "5", NULL, 0);
+    if (!user_set(tx, "producer", "message.timeout.ms"))
+        conf_set(conf, "message.timeout.ms", "30000", NULL, 0);
+    if ((rc = conf_set(conf, "enable.idempotence", "true", errstr, n)) ||
+        (rc = conf_set(conf, "acks", "all", errstr, n))) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    char err[512];
+    tx->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!tx->producer) {
+        rd_kafka_conf_destroy(conf);
+        return sb__errf(errstr, n, SB_ECONFIG, "kafka producer: %s", err);
+    }
+    rd_kafka_set_log_queue(tx->producer, NULL);
+    tx->pq = rd_kafka_queue_get_main(tx->producer);
+    return tx->pq ? SB_EOK : sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+}
+
+static int new_consumer(kafkatx_t *tx, char *errstr, size_t n)
+{
+    rd_kafka_conf_t *conf = base_conf(tx, "consumer", errstr, n);
+    if (!conf)
+        return SB_ECONFIG;
+    static const char *const defaults[][2] = {
+        {"auto.offset.reset", "earliest"},
+        {"queued.min.messages", "100000"},
+        {"queued.max.messages.kbytes", "32768"},
+    };
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (!user_set(tx, "consumer", defaults[i][0]))
+            conf_set(conf, defaults[i][0], defaults[i][1], NULL, 0);
+    if (tx->embedded && !user_set(tx, "consumer", "session.timeout.ms"))
+        conf_set(conf, "session.timeout.ms", "6000", NULL, 0);
+    if (user_set(tx, "consumer", "enable.auto.offset.store") ||
+        user_set(tx, "consumer", "enable.auto.commit"))
+        sb__log(SB_LOG_WARN, NULL,
+                "kafka: enable.auto.commit and enable.auto.offset.store are managed by "
+                "switchboard (offsets are stored once settled); the given values are ignored");
+    int rc;
+    if ((rc = conf_set(conf, "group.id", tx->group, errstr, n)) ||
+        (rc = conf_set(conf, "enable.auto.commit", "true", errstr, n)) ||
+        (rc = conf_set(conf, "enable.auto.offset.store", "false", errstr, n))) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    char err[512];
+    tx->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!tx->consumer) {
+        rd_kafka_conf_destroy(conf);
+        return sb__errf(errstr, n, SB_ECONFIG, "kafka consumer: %s", err);
+    }
+    rd_kafka_set_log_queue(tx->consumer, NULL);
+    rd_kafka_poll_set_consumer(tx->consumer); /* main queue (logs, errors) -> consumer queue */
+    tx->cq = rd_kafka_queue_get_consumer(tx->consumer);
+    return tx->cq ? SB_EOK : sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+}
+
+static int start_embedded(kafkatx_t *tx, char *errstr, size_t n)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
+    tx->mock_host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!tx->mock_host) {
+        rd_kafka_conf_destroy(conf);
+        return sb__errf(errstr, n, SB_EIO, "embedded broker: %s", err);
+    }
+    tx->mock = rd_kafka_mock_cluster_new(tx->mock_host, 1);
+    if (!tx->mock)
+        return sb__errf(errstr, n, SB_EIO, "embedded broker: cannot create the mock cluster");
+    if (!(tx->mock_bootstraps = sb_strdup(rd_kafka_mock_cluster_bootstraps(tx->mock))))
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    for (size_t i = 0; i < tx->n_topics; i++) {
+        if (is_regex(tx->topics[i]))
+            continue;
+        const char *suffixes[] = {"", tx->dlq_suffix, tx->retry_in_place ? NULL : tx->retry_suffix};
+        for (size_t k = 0; k < 3; k++) {
+            if (!suffixes[k])
+                continue;
+            char *name = concat(tx->topics[i], suffixes[k]);
+            if (!name)
+                return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+            rd_kafka_mock_topic_create(tx->mock, name, EMBEDDED_PARTITIONS, 1);
+            sb_free(name);
+        }
+    }
+    if (*tx->publish_topic && !is_regex(tx->publish_topic))
+        rd_kafka_mock_topic_create(tx->mock, tx->publish_topic, EMBEDDED_PARTITIONS, 1);
+    sb__log(SB_LOG_INFO, NULL, "kafka: embedded broker (librdkafka mock cluster) on %s",
+            tx->mock_bootstraps);
+    return SB_EOK;
+}
+
+/* Creates the missing <topic>.retry and <topic>.dlq with the partition count of <topic>. */
+static void create_side_topics(kafkatx_t *tx)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(tx->producer, 1, NULL, &md, ADMIN_TIMEOUT_MS);
+    if (err) {
+        sb__log(SB_LOG_WARN, NULL, "kafka: metadata: %s (retry and DLQ topics not created)",
+                rd_kafka_err2str(err));
+        return;
+    }
+    rd_kafka_NewTopic_t *nt[64];
+    size_t nn = 0;
+    char err_s[256];
+    for (size_t i = 0; i < tx->n_topics; i++) {
+        if (is_regex(tx->topics[i]))
+            continue;
+        int parts = 0;
+        for (int k = 0; k < md->topic_cnt; k++)
+            if (!strcmp(md->topics[k].topic, tx->topics[i]) && !md->topics[k].err)
+                parts = md->topics[k].partition_cnt;
+        if (parts <= 0)
+            continue;
+        const char *suffixes[] = {tx->dlq_suffix, tx->retry_in_place ? NULL : tx->retry_suffix};
+        for (size_t s = 0; s < 2; s++) {
+            if (!suffixes[s] || nn >= sizeof nt / sizeof nt[0])
+                continue;
+            char *name = concat(tx->topics[i], suffixes[s]);
+            bool exists = false;
+            for (int k = 0; name && k < md->topic_cnt; k++)
+                exists = exists || (!strcmp(md->topics[k].topic, name) && !md->topics[k].err);
+            if (name && !exists)
+                nt[nn] = rd_kafka_NewTopic_new(name, parts, -1, err_s, sizeof err_s);
+            if (name && !exists && nt[nn])
+                nn++;
+            sb_free(name);
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    if (!nn)
+        return;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(tx->producer);
+    if (q) {
+        rd_kafka_CreateTopics(tx->producer, nt, nn, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS);
+        const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+            if (!e)
+                sb__log(SB_LOG_INFO, NULL, "kafka: created topic %s",
+                        rd_kafka_topic_result_name(tr[i]));
+            else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                sb__log(SB_LOG_WARN, NULL, "kafka: creating topic %s: %s",
+                        rd_kafka_topic_result_name(tr[i]), rd_kafka_topic_result_error_string(tr[i]));
+        }
+        if (!ev)
+            sb__log(SB_LOG_WARN, NULL, "kafka: creating retry/DLQ topics timed out");
+        else
+            rd_kafka_event_destroy(ev);
+        rd_kafka_queue_destroy(q);
+    }
+    rd_kafka_NewTopic_destroy_array(nt, nn);
+}
+
+static int subscribe(kafkatx_t *tx, char *errstr, size_t n)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)tx->n_topics * 2);
+    if (!l)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    for (size_t i = 0; i < tx->n_topics; i++) {
+        rd_kafka_topic_partition_list_add(l, tx->topics[i], RD_KAFKA_PARTITION_UA);
+        if (!tx->retry_in_place && !is_regex(tx->topics[i])) {
+            char *r = concat(tx->topics[i], tx->retry_suffix);
+            if (!r) {
+                rd_kafka_topic_partition_list_destroy(l);
+                return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+            }
+            rd_kafka_topic_partition_list_add(l, r, RD_KAFKA_PARTITION_UA);
+            sb_free(r);
+        }
+    }
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(tx->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        return sb__errf(errstr, n, SB_ECONFIG, "kafka subscribe: %s", rd_kafka_err2str(err));
+    return SB_EOK;
+}
+
+static int tx_start(sb__transport_t *t, char *errstr, size_t n)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    int rc;
+    if (tx->started)
+        return sb__errf(errstr, n, SB_ESTATE, "kafka transport already started");
+    if (tx->embedded && (rc = start_embedded(tx, errstr, n)) != SB_EOK)
+        return rc;
+    if ((rc = new_producer(tx, errstr, n)) != SB_EOK)
+        return rc;
+    if (tx->create_topics && !tx->embedded)
+        create_side_topics(tx);
+    if ((rc = new_consumer(tx, errstr, n)) != SB_EOK)
+        return rc;
+    if (pipe(tx->wake) != 0)
+        return sb__errf(errstr, n, SB_EIO, "pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        fcntl(tx->wake[i], F_SETFL, fcntl(tx->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(tx->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    tx->wake_ev = event_new(tx->evbase, tx->wake[0], EV_READ | EV_PERSIST, on_wake, tx);
+    if (!tx->wake_ev || event_add(tx->wake_ev, NULL) != 0)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    rd_kafka_queue_io_event_enable(tx->cq, tx->wake[1], "1", 1);
+    rd_kafka_queue_io_event_enable(tx->pq, tx->wake[1], "1", 1);
+    if ((rc = subscribe(tx, errstr, n)) != SB_EOK)
+        return rc;
+    tx->started = true;
+    sb__log(SB_LOG_INFO, NULL, "kafka: consuming as group %s from %s (concurrency %s, retry %s)",
+            tx->group, bootstraps(tx), tx->key_mode ? "key" : "partition",
+            tx->retry_in_place ? "in place" : "topic");
+    kick(tx); /* anything queued before the wake-ups were enabled */
+    return SB_EOK;
+}
+
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
+static void free_all_messages(kafkatx_t *tx)
+{
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
+        for (kmsg_t *m = kp->head, *next; m; m = next) {
+            next = m->next;
+            free_msg(m);
+        }
+        kp->head = kp->tail = NULL;
+        kp->n = kp->n_queued = kp->n_active = 0;
+    }
+    for (kmsg_t *m = tx->orphans, *next; m; m = next) {
+        next = m->next;
+        free_msg(m);
+    }
+    tx->orphans = NULL;
+}
+
+static void tx_destroy(sb__transport_t *t)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    if (!tx)
+        return;
+    tx->closing = true;
+    if (tx->consumer) {
+        for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+            advance_prefix(kp);
+        if (tx->pending_revoke) {
+            finish_revoke(tx);
+        } else if (tx->started) {
+            flush_stores(tx);
+            rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
+            if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                sb__log(SB_LOG_WARN, NULL, "kafka: final commit failed: %s",
+                        rd_kafka_err2str(err));
+        }
+        free_all_messages(tx);
+        if (tx->cq)
+            rd_kafka_queue_io_event_enable(tx->cq, -1, NULL, 0);
+        rd_kafka_consumer_close(tx->consumer);
+        finish_revoke(tx); /* in case close revoked without our callback finishing */
+        if (tx->cq)
+            rd_kafka_queue_destroy(tx->cq);
+        rd_kafka_destroy(tx->consumer);
+    }
+    tx->destroying = true; /* delivery reports from here on call nobody back */
+    if (tx->producer) {
+        if (tx->pq)
+            rd_kafka_queue_io_event_enable(tx->pq, -1, NULL, 0);
+        if (rd_kafka_flush(tx->producer, CLOSE_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            sb__log(SB_LOG_WARN, NULL, "kafka: %d produced messages unconfirmed at exit",
+                    rd_kafka_outq_len(tx->producer));
+            rd_kafka_purge(tx->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(tx->producer, 1000);
+        }
+        if (tx->pq)
+            rd_kafka_queue_destroy(tx->pq);
+        rd_kafka_destroy(tx->producer);
+    }
+    free_all_messages(tx);
+    for (kop_t *c = tx->compl_head, *next; c; c = next) {
+        next = c->next;
+        sb_free(c);
+    }
+    if (tx->mock)
+        rd_kafka_mock_cluster_destroy(tx->mock);
+    if (tx->mock_host)
+        rd_kafka_destroy(tx->mock_host);
+    for (kpart_t *kp = tx->parts, *next; kp; kp = next) {
+        next = kp->next_all;
+        event_free(kp->hold);
+        sb_free(kp->topic);
+        sb_free(kp->base_topic);
+        sb_free(kp);
+    }
+    if (tx->wake_ev)
+        event_free(tx->wake_ev);
+    if (tx->kick)
+        event_free(tx->kick);
+    if (tx->revoke_timer)
+        event_free(tx->revoke_timer);
+    for (int i = 0; i < 2; i++)
+        if (tx->wake[i] >= 0)
+            close(tx->wake[i]);
+    for (size_t i = 0; i < tx->n_topics; i++)
+        sb_free(tx->topics[i]);
+    sb_free(tx->topics);
+    json_decref(tx->props);
+    sb_free(tx->brokers);
+    sb_free(tx->group);
+    sb_free(tx->client_id);
+    sb_free(tx->dlq_suffix);
+    sb_free(tx->retry_suffix);
+    sb_free(tx->publish_topic);
+    sb_free(tx->mock_bootstraps);
+    sb_free(tx);
+}
+
+const char *sb__kafka_embedded_bootstraps(sb__transport_t *t)
+{
+    if (!t || t->ops != &kafka_ops)
+        return NULL;
+    return ((kafkatx_t *)t)->mock_bootstraps;
+}
+
+static const sb__transport_ops_t kafka_ops = {
+    .name = "kafka",
+    .start = tx_start,
+    .pause = tx_pause,
+    .resume = tx_resume,
+    .ack = tx_ack,
+    .retry_later = tx_retry_later,
+    .dead_letter = tx_dead_letter,
+    .release = tx_release,
+    .publish = tx_publish,
+    .ready = tx_ready,
+    .stop = tx_stop,
+    .destroy = tx_destroy,
+};
+
+int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_fn sink,
+                  void *sink_arg, sb__transport_t **out, char *errstr, size_t n)
+{
+    if (!base || !cfg || !sink || !out)
+        return sb__errf(errstr, n, SB_EINVAL, "invalid argument");
+    kafkatx_t *tx = sb_calloc(1, sizeof *tx);
+    if (!tx)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    tx->base.ops = &kafka_ops;
+    tx->base.sink = sink;
+    tx->base.sink_arg = sink_arg;
+    tx->evbase = base;
+    tx->wake[0] = tx->wake[1] = -1;
+    int rc = SB_ENOMEM;
+    const char *brokers = sb__config_str(cfg, "transport.kafka.brokers");
+    const char *publish = sb__config_str(cfg, "transport.kafka.publish_topic");
+    json_t *topics = sb__config_json(cfg, "transport.kafka.topics");
+    json_t *props = sb__config_json(cfg, "transport.kafka.properties");
+    tx->embedded = !strcmp(brokers, "embedded");
+    tx->key_mode = !strcmp(sb__config_str(cfg, "transport.kafka.concurrency"), "key");
+    tx->retry_in_place = !strcmp(sb__config_str(cfg, "transport.kafka.retry"), "in_place");
+    tx->create_topics = sb__config_bool(cfg, "transport.kafka.create_topics");
+    tx->max_inflight = (size_t)sb__config_int(cfg, "transport.kafka.max_inflight");
+    tx->backlog = (size_t)sb__config_int(cfg, "transport.kafka.partition_backlog");
+    tx->revoke_timeout_ms = sb__config_duration_ms(cfg, "transport.kafka.revoke_timeout");
+    size_t nt = json_is_array(topics) ? json_array_size(topics) : 0;
+    if (nt == 0) {
+        rc = sb__errf(errstr, n, SB_ECONFIG,
+                      "transport.kafka.topics: at least one topic (or ^regex) is required");
+        goto err;
+    }
+    if (!(tx->topics = sb_calloc(nt, sizeof *tx->topics)))
+        goto nomem;
+    for (size_t i = 0; i < nt; i++) {
+        const char *s = json_string_value(json_array_get(topics, i));
+        if (!s || !*s) {
+            rc = sb__errf(errstr, n, SB_ECONFIG, "transport.kafka.topics[%zu]: empty", i);
+            goto err;
+        }
+        if (!(tx->topics[i] = sb_strdup(s)))
+            goto nomem;
+        tx->n_topics++;
+    }
+    if (!publish || !*publish)
+        publish = is_regex(tx->topics[0]) ? "" : tx->topics[0];
+    if (!(tx->brokers = sb_strdup(brokers)) ||
+        !(tx->group = sb_strdup(sb__config_str(cfg, "transport.kafka.group_id"))) ||
+        !(tx->client_id = sb_strdup(sb__config_str(cfg, "service.name"))) ||
+        !(tx->dlq_suffix = sb_strdup(sb__config_str(cfg, "transport.kafka.dlq_topic_suffix"))) ||
+        !(tx->retry_suffix =
+              sb_strdup(sb__config_str(cfg, "transport.kafka.retry_topic_suffix"))) ||
+        !(tx->publish_topic = sb_strdup(publish)))
+        goto nomem;
+    if (!*tx->dlq_suffix || !*tx->retry_suffix || !strcmp(tx->dlq_suffix, tx->retry_suffix)) {
+        rc = sb__errf(errstr, n, SB_ECONFIG,
+                      "transport.kafka: dlq_topic_suffix and retry_topic_suffix must be "
+                      "non-empty and different");
+        goto err;
+    }
+    tx->props = props ? json_deep_copy(props) : json_object();
+    tx->kick = evtimer_new(base, on_kick, tx);
+    tx->revoke_timer = evtimer_new(base, on_revoke_timeout, tx);
+    if (!tx->props || !tx->kick || !tx->revoke_timer)
+        goto nomem;
+    /* Check the properties now, so `switchboard run` fails at start-up on a typo. */
+    rd_kafka_conf_t *probe = rd_kafka_conf_new();
+    if (!probe)
+        goto nomem;
+    rc = apply_props(tx, probe, "consumer", errstr, n);
+    if (rc == SB_EOK)
+        rc = apply_props(tx, probe, "producer", errstr, n);
+    rd_kafka_conf_destroy(probe);
+    if (rc != SB_EOK)
+        goto err;
+    *out = &tx->base;
+    return SB_EOK;
+nomem:
+    rc = sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+err:
+    tx_destroy(&tx->base);
+    return rc;
+}

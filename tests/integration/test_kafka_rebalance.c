@@ -1,0 +1,92 @@
+/* Kafka transport, rebalances: two `switchboard run` members share a 6-partition topic, a
+ * third joins, then one leaves (SIGTERM), while every message takes a few milliseconds
+ * (an asynchronous handler), so revokes meet messages in flight. Idempotency is off
+ * (store: none): only the commit logic keeps ids from being handled twice. Every id must be
+ * in the record ledger exactly once. Run with cooperative-sticky and with eager (range)
+ * assignment. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kafka_common.h"
+#include "sbtest.h"
+
+#define N 3000
+
+static void scenario(const char *brokers, const char *strategy)
+{
+    char *topic = sbt_unique_name("sbt-kreb");
+    char *group = sbt_unique_name("sbt-kreb-g");
+    char *ledger = sbt_unique_name("/tmp/sbt-kreb-ledger");
+    char *log = sbt_unique_name("/tmp/sbt-kreb-log");
+    SBT_CHECK(sbt_kafka_create_topic(brokers, topic, 6, 30000) == 0);
+    kt_events_t ev;
+    kt_events_make(&ev, N, 100, "Async.PendingOk");
+    SBT_CHECK(sbt_kafka_produce(brokers, topic, -1, (const char *const *)ev.bodies,
+                                (const char *const *)ev.keys, N / 2, 30000) == 0);
+    char extra[512], handlers[512];
+    snprintf(extra, sizeof extra,
+             "    properties:\n"
+             "      partition.assignment.strategy: %s\n"
+             "      session.timeout.ms: \"10000\"\n"
+             "      heartbeat.interval.ms: \"500\"\n",
+             strategy);
+    snprintf(handlers, sizeof handlers,
+             "  - name: slow\n    module: %s\n    config: {delay_ms: 4}\n", MOD_ASYNC);
+    char *cfg = kt_config(brokers, topic, group, ledger, extra, handlers, NULL);
+
+    pid_t a = kt_run(cfg, log), b = kt_run(cfg, log);
+    bool ok = sbt_wait_lines(ledger, 300, 60000);
+    if (!ok)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(ok, "%s: two members handled %zu", strategy, sbt_count_lines(ledger));
+    pid_t c = kt_run(cfg, log);
+    ok = sbt_wait_lines(ledger, 900, 60000);
+    SBT_CHECK_MSG(ok, "%s: after the join, %zu", strategy, sbt_count_lines(ledger));
+    size_t before_leave = sbt_count_lines(ledger);
+    int st = sbt_stop(a, SIGTERM, 30000);
+    if (st != 0)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(st == 0, "%s: leaving member exit status %d", strategy, st);
+    SBT_CHECK(sbt_kafka_produce(brokers, topic, -1, (const char *const *)ev.bodies + N / 2,
+                                (const char *const *)ev.keys + N / 2, N - N / 2, 30000) == 0);
+    ok = sbt_wait_lines(ledger, N, 90000);
+    if (!ok)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(ok, "%s: in the end %zu of %d", strategy, sbt_count_lines(ledger), N);
+    usleep(500 * 1000);
+    SBT_CHECK(sbt_stop(b, SIGTERM, 30000) == 0);
+    SBT_CHECK(sbt_stop(c, SIGTERM, 30000) == 0);
+    size_t missing, dups, unexpected;
+    sbt_ledger_check(ledger, (const char *const *)ev.ids, (size_t)ev.n, &missing, &dups,
+                     &unexpected);
+    if (missing || dups || unexpected)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(!missing && !dups && !unexpected,
+                  "%s: missing %zu, duplicates %zu, unexpected %zu", strategy, missing, dups,
+                  unexpected);
+    size_t revokes = kt_grep(log, "kafka: revoking");
+    SBT_CHECK_MSG(revokes >= 2, "%s: only %zu revokes logged", strategy, revokes);
+    printf("ok: %s: %d ids once each; join at %zu, leave at %zu handled; %zu revokes, "
+           "%zu waited for in-flight messages\n",
+           strategy, N, (size_t)300, before_leave, revokes,
+           kt_grep(log, "waiting for their in-flight"));
+    kt_events_free(&ev);
+    unlink(ledger);
+    unlink(log);
+    unlink(cfg);
+    free(cfg);
+    free(topic);
+    free(group);
+    free(ledger);
+    free(log);
+}
+
+int main(void)
+{
+    const char *brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
+    scenario(brokers, "cooperative-sticky");
+    scenario(brokers, "range");
+    return 0;
+}
