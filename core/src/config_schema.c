@@ -106,8 +106,9 @@ static const sb__cfg_prop_t props[] = {
           "Retry copies of topic T go to T followed by this suffix (retry: topic)."),
     P_STR("transport.kafka.publish_topic", "", 0,
           "Topic for follow-up events published by handlers; empty: the first topic."),
-    P_INT("transport.kafka.partition_backlog", "2000", 16, 1000000, 0,
-          "Messages fetched and not yet committed per partition before it is paused."),
+    P_INT("transport.kafka.partition_backlog", "20000", 16, 1000000, 0,
+          "Local bound: a partition holding this many fetched, uncommitted messages is "
+          "paused; all flowing partitions together take at most half of it from librdkafka."),
     P_DUR("transport.kafka.revoke_timeout", "15s", 0, 10 * MS_MIN, 0,
           "On a revoke, how long in-flight messages of the revoked partitions may settle."),
     P_BOOL("transport.kafka.create_topics", "true", 0,
