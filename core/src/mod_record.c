@@ -95,6 +95,22 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
         rc = SB_EIO;
         goto err;
     }
+    /* A process killed in the middle of write(2) can leave a torn last line; end it, so
+     * the next line starts on its own and every whole line stays parseable. */
+    int rfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (rfd >= 0) {
+        char last;
+        off_t size = lseek(rfd, 0, SEEK_END);
+        if (size > 0 && pread(rfd, &last, 1, size - 1) == 1 && last != '\n' &&
+            write(in->fd, "\n", 1) != 1) {
+            sb__mod_err(errstr, errstr_size, MOD ": cannot write to %s: %s", path,
+                        strerror(errno));
+            close(rfd);
+            rc = SB_EIO;
+            goto err;
+        }
+        close(rfd);
+    }
     *ud = in;
     return SB_EOK;
 err:
