@@ -1,13 +1,25 @@
 /* cmd_demo.c: `switchboard demo`, the embedded-default main job.
  *
- * One process, no external service: the in-memory broker (librdkafka's mock cluster takes
- * its place once the Kafka transport exists) and the in-memory idempotency store. A
- * generator publishes a realistic stream of the seed systems' integration events
- * (DataSync and ETLJob events, CustomerData with some invalid emails), with duplicates,
- * events that fail and recover, and events that end in the dead-letter queue; the built-in
- * handlers and the example notifier module consume them through the real pipeline, the
- * admin endpoints answer while it runs, and a summary closes the run. Deterministic: the
- * same --seed gives the same stream. */
+ * One process, no external service: the Kafka transport on librdkafka's mock cluster
+ * (`brokers: embedded`, in-process) and the in-memory idempotency store; `--broker memory`
+ * runs the same stream through the in-memory broker instead. A generator publishes a
+ * realistic stream of the seed systems' integration events (DataSync and ETLJob events,
+ * CustomerData with some invalid emails), with duplicates, events that fail and recover,
+ * and events that end in the dead-letter queue; the built-in handlers and the example
+ * notifier module consume them through the real pipeline, the admin endpoints answer while
+ * it runs, and a summary closes the run. Deterministic: the same --seed gives the same
+ * stream (not the same interleaving).
+ *
+ * Design: on Kafka the generator is an ordinary librdkafka producer bootstrapped from the
+ * mock cluster's address (event type in the `event-type` header, key = event id), so the
+ * consumer sees exactly what a real publisher would send. The run ends when every
+ * published event and every follow-up has reached a final settlement (acked or
+ * dead-lettered) per the dispatcher's counters and nothing is in flight, or at --timeout.
+ * The generator keeps at most BACKLOG_MAX events unsettled, which also keeps the mock
+ * cluster (5 MiB per partition, older data dropped) from discarding unread events.
+ *
+ * Not here: a real broker (use `switchboard run`), and no check of what the handlers did
+ * beyond the counters (the ledger file is left for that). */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -18,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "admin_http.h"
@@ -26,16 +40,27 @@
 #include "datetime.h"
 #include "log.h"
 #include "pipeline.h"
+#include "transport_kafka.h"
 #include "transport_memory.h"
 
 #define EX_USAGE_  64
 #define EX_SOFT_   70
 #define EX_CONFIG_ 78
 
+#define DEMO_TOPIC  "integration-events"
+#define BACKLOG_MAX 2000 /* published events not yet settled, at most */
+
 typedef struct demo {
     sb__pipeline_t *p;
     sb__timer_t *tick;
-    unsigned total, sent, duplicates_sent, malformed_sent;
+    rd_kafka_t *producer; /* NULL: the in-memory broker */
+    unsigned total;
+    unsigned produced;     /* handed to the broker client */
+    unsigned sent;         /* confirmed by the broker */
+    unsigned failed;       /* refused or not confirmed: never delivered */
+    unsigned duplicates_sent, malformed_sent;
+    int64_t deadline_us;
+    bool timed_out, finished;
     uint64_t rng;
     char (*ids)[40]; /* ids sent so far, for duplicates */
     unsigned n_ids;
@@ -140,42 +165,122 @@ static unsigned pick_kind(demo_t *d)
     return 0;
 }
 
+/* Settlement accounting, from the dispatcher's counters only (the same for every
+ * transport). Each event the broker confirmed, the demo's and the follow-ups the handlers
+ * published, ends acked or dead-lettered; a retry in between is not final. unsettled():
+ * the final settlements still missing, counting events not yet confirmed as missing too. */
+static uint64_t settled(const demo_t *d)
+{
+    const sb__dispatcher_stats_t *st = sb__dispatcher_stats(d->p->dp);
+    return st->acked + st->dead_lettered;
+}
+
+static uint64_t expected(const demo_t *d)
+{
+    const sb__dispatcher_stats_t *st = sb__dispatcher_stats(d->p->dp);
+    return (uint64_t)d->sent + (st->publishes - st->publish_failures);
+}
+
+static uint64_t unsettled(const demo_t *d)
+{
+    uint64_t done = settled(d), want = expected(d) + (d->produced - d->sent - d->failed);
+    return done >= want ? 0 : want - done;
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    demo_t *d = opaque;
+    if (m->err) {
+        if (d->failed++ == 0)
+            fprintf(stderr, "switchboard demo: publish failed: %s\n", rd_kafka_err2str(m->err));
+    } else {
+        d->sent++;
+    }
+}
+
+/* Hands one event to the broker: SB_EOK, SB_EBUSY (full, try again later) or another
+ * error (the event is counted as failed). */
+static int publish(demo_t *d, const char *type, const char *id, const char *body, size_t len)
+{
+    if (!d->producer) {
+        sb__memtx_msg_t m = {.routing_key = type,
+                             .body = body,
+                             .body_len = len,
+                             .message_id = id,
+                             .content_type = "application/json"};
+        int rc = sb__memtx_inject(d->p->tx, &m);
+        if (rc == SB_EOK)
+            d->sent++;
+        return rc == SB_EOK ? SB_EOK : SB_EBUSY;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        d->producer, RD_KAFKA_V_TOPIC(DEMO_TOPIC), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(id, strlen(id)), RD_KAFKA_V_VALUE((void *)(uintptr_t)body, len),
+        RD_KAFKA_V_HEADER("event-type", type, -1),
+        RD_KAFKA_V_HEADER("content-type", "application/json", -1), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return SB_EBUSY;
+    if (err) {
+        if (d->failed++ == 0)
+            fprintf(stderr, "switchboard demo: publish failed: %s\n", rd_kafka_err2str(err));
+        return SB_EIO;
+    }
+    return SB_EOK;
+}
+
+static void finish(demo_t *d, bool timed_out)
+{
+    d->finished = true;
+    d->timed_out = timed_out;
+    sb__timer_stop(d->tick);
+    sb__runtime_stop(d->p->rt);
+}
+
 static void on_tick(sb__timer_t *t, void *arg)
 {
+    (void)t;
     demo_t *d = arg;
-    sb__transport_t *tx = d->p->tx;
-    for (unsigned i = 0; i < 25 && d->sent < d->total; i++) {
+    if (d->finished)
+        return;
+    if (d->producer)
+        rd_kafka_poll(d->producer, 0); /* delivery reports */
+    for (unsigned i = 0; i < 25 && d->produced < d->total && unsettled(d) < BACKLOG_MAX; i++) {
         char body[1024], idbuf[40];
         const char *id;
         unsigned kind;
+        uint64_t rng = d->rng;
         bool dup = d->n_ids > 10 && next_rand(d) % 10 == 0;
         if (dup) {
             /* A publisher retrying after a lost ack: same event, same id. */
             id = d->ids[next_rand(d) % d->n_ids];
             kind = 2; /* ETLJobStarted: idempotency makes the second one a no-op */
-            d->duplicates_sent++;
         } else {
             guid(d, idbuf);
             id = idbuf;
             kind = pick_kind(d);
         }
         int len = make_event(d, kind, id, body, sizeof body);
-        sb__memtx_msg_t m = {.routing_key = kind == 8 ? "DataSyncCompletedEvent" : TYPES[kind],
-                             .body = body,
-                             .body_len = (size_t)len,
-                             .message_id = id,
-                             .content_type = "application/json"};
-        if (sb__memtx_inject(tx, &m) != SB_EOK)
-            break; /* broker full: try again next tick */
-        if (!dup && kind == 2)
+        int rc = publish(d, kind == 8 ? "DataSyncCompletedEvent" : TYPES[kind], id, body,
+                         (size_t)len);
+        if (rc == SB_EBUSY) {
+            d->rng = rng; /* the same event again next tick */
+            break;
+        }
+        d->produced++;
+        if (rc != SB_EOK)
+            continue;
+        if (dup)
+            d->duplicates_sent++;
+        else if (kind == 2)
             snprintf(d->ids[d->n_ids++], 40, "%s", id);
         d->by_type[kind]++;
-        d->sent++;
     }
-    if (d->sent >= d->total && sb__memtx_outstanding(tx) == 0) {
-        sb__timer_stop(t);
-        sb__runtime_stop(d->p->rt);
-    }
+    if (d->produced >= d->total && d->sent + d->failed == d->produced && unsettled(d) == 0 &&
+        sb__dispatcher_inflight(d->p->dp) == 0)
+        finish(d, false);
+    else if (sb__datetime_now_us() > d->deadline_us)
+        finish(d, true);
 }
 
 static bool file_exists(const char *p)
@@ -208,11 +313,41 @@ static const char *find_resource(const char *env, const char *const *candidates,
     return NULL;
 }
 
+/* The generator's producer: an ordinary client of the embedded cluster, polled from the
+ * generator's timer (delivery reports run there, on the loop thread). */
+static int new_producer(demo_t *d, const char *bootstraps, char *errstr, size_t n)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return snprintf(errstr, n, "out of memory"), SB_ENOMEM;
+    const char *const props[][2] = {{"bootstrap.servers", bootstraps},
+                                     {"client.id", "switchboard-demo-publisher"},
+                                     {"linger.ms", "2"},
+                                     {"acks", "all"},
+                                     {"message.timeout.ms", "30000"}};
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        if (rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, n) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(conf);
+            return SB_ECONFIG;
+        }
+    rd_kafka_conf_set_opaque(conf, d);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    d->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, n);
+    if (!d->producer) {
+        rd_kafka_conf_destroy(conf);
+        return SB_EIO;
+    }
+    return SB_EOK;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: switchboard demo [--events N] [--seed N] [--admin HOST:PORT] [--verbose]\n"
+    fprintf(f, "usage: switchboard demo [--events N] [--seed N] [--admin HOST:PORT]\n"
+               "                        [--broker kafka|memory] [--timeout SECONDS] [--verbose]\n"
                "  Runs the embedded demo: a realistic stream of integration events through\n"
-               "  the in-memory broker, the built-in handlers and the notifier module.\n");
+               "  an in-process broker (kafka: librdkafka's mock cluster, the default;\n"
+               "  memory: the in-memory broker), the built-in handlers and the notifier\n"
+               "  module, until every event is settled (or --timeout, default 120 s).\n");
 }
 
 int sb__cmd_demo(int argc, char **argv)
@@ -220,7 +355,8 @@ int sb__cmd_demo(int argc, char **argv)
     unsigned events = 300;
     uint64_t seed = 42;
     const char *admin = "127.0.0.1:9464";
-    bool verbose = false;
+    bool verbose = false, kafka = true;
+    unsigned timeout_s = 120;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--events") && i + 1 < argc) {
             events = (unsigned)strtoul(argv[++i], NULL, 10);
@@ -228,6 +364,19 @@ int sb__cmd_demo(int argc, char **argv)
             seed = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--admin") && i + 1 < argc) {
             admin = argv[++i];
+        } else if (!strcmp(argv[i], "--broker") && i + 1 < argc) {
+            const char *b = argv[++i];
+            if (strcmp(b, "kafka") && strcmp(b, "memory")) {
+                fprintf(stderr, "switchboard demo: --broker must be kafka or memory\n");
+                return EX_USAGE_;
+            }
+            kafka = !strcmp(b, "kafka");
+        } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+            timeout_s = (unsigned)strtoul(argv[++i], NULL, 10);
+            if (timeout_s == 0 || timeout_s > 86400) {
+                fprintf(stderr, "switchboard demo: --timeout must be 1..86400 seconds\n");
+                return EX_USAGE_;
+            }
         } else if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) {
             verbose = true;
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -272,12 +421,35 @@ int sb__cmd_demo(int argc, char **argv)
     char ledger_path[PATH_MAX];
     snprintf(ledger_path, sizeof ledger_path, "%s/ledger.jsonl", ledger);
 
+    /* Kafka: a fresh group id and a short session timeout, because the mock cluster makes a
+     * new member wait session.timeout.ms - 1 s after the last one left the group; a short
+     * fetch wait so retries due in tens of milliseconds are not held by an idle fetch.
+     * Concurrency by key (the event id): in partition order, every retry, dead-letter or
+     * follow-up produce would hold its whole partition for a broker round trip.
+     * Follow-ups go to the consumed topic (the default publish_topic), as with the
+     * in-memory broker's loopback. */
+    char transport[1024];
+    if (kafka)
+        snprintf(transport, sizeof transport,
+                 "transport:\n  kind: kafka\n  kafka:\n    brokers: embedded\n"
+                 "    group_id: switchboard-demo-%ld-%" PRId64 "\n"
+                 "    topics: [" DEMO_TOPIC "]\n"
+                 "    concurrency: key\n"
+                 "    properties:\n"
+                 "      consumer.session.timeout.ms: \"6000\"\n"
+                 "      consumer.heartbeat.interval.ms: \"500\"\n"
+                 "      consumer.fetch.wait.max.ms: \"20\"\n",
+                 (long)getpid(), sb__datetime_now_us());
+    else
+        snprintf(transport, sizeof transport,
+                 "transport:\n  kind: memory\n  memory:\n    loopback: true\n"
+                 "    capacity: 20000\n");
     char yaml[8192];
     int yl = snprintf(
         yaml, sizeof yaml,
         "service:\n  name: switchboard-demo\n  shutdown_timeout: 10s\n"
         "log:\n  level: %s\n  format: text\n"
-        "transport:\n  kind: memory\n  memory:\n    loopback: true\n    capacity: 20000\n"
+        "%s"
         "idempotency:\n  store: memory\n"
         "intake:\n  unroutable: dead-letter\n"
         "schemas:\n  dir: \"%s\"\n  bindings:\n"
@@ -302,7 +474,7 @@ int sb__cmd_demo(int argc, char **argv)
         "  - name: report-builder\n    module: fail\n    bind: [ReportRequestedEvent]\n"
         "    retry:\n      max_attempts: 3\n"
         "    config:\n      reason: \"report service unreachable\"\n",
-        verbose ? "info" : "error", schema_dir, ledger_path, notifier);
+        verbose ? "info" : "error", transport, schema_dir, ledger_path, notifier);
     if (yl <= 0 || (size_t)yl >= sizeof yaml) {
         fprintf(stderr, "switchboard demo: paths too long\n");
         return EX_SOFT_;
@@ -331,8 +503,19 @@ int sb__cmd_demo(int argc, char **argv)
         fprintf(stderr, "switchboard demo: %s\n", err);
         goto out;
     }
-    printf("switchboard demo: %u integration events through the embedded in-memory broker\n",
-           events);
+    if (kafka) {
+        const char *boot = sb__kafka_embedded_bootstraps(d.p->tx);
+        if (!boot || new_producer(&d, boot, err, sizeof err) != SB_EOK) {
+            fprintf(stderr, "switchboard demo: publisher: %s\n", boot ? err : "no embedded broker");
+            goto out;
+        }
+        printf("switchboard demo: %u integration events through librdkafka's mock cluster "
+               "(embedded, %s, topic " DEMO_TOPIC ")\n",
+               events, boot);
+    } else {
+        printf("switchboard demo: %u integration events through the embedded in-memory broker\n",
+               events);
+    }
     if (adm)
         printf("  admin endpoints: http://127.0.0.1:%d/metrics  /healthz  /readyz  /handlers\n",
                sb__admin_port(adm));
@@ -343,12 +526,12 @@ int sb__cmd_demo(int argc, char **argv)
         goto out;
     }
     d.t0 = sb__datetime_now_us();
+    d.deadline_us = d.t0 + (int64_t)timeout_s * 1000000;
     int rs = sb__runtime_run(d.p->rt);
     double secs = (double)(sb__datetime_now_us() - d.t0) / 1e6;
 
     const sb__dispatcher_stats_t *st = sb__dispatcher_stats(d.p->dp);
-    sb__memtx_stats_t ms;
-    sb__memtx_stats(d.p->tx, &ms);
+    uint64_t followups = st->publishes - st->publish_failures;
     uint64_t handled = 0;
     for (size_t i = 0; i < sb__registry_count(d.p->reg); i++)
         handled += sb__registry_handler(d.p->reg, i)->n_ok;
@@ -357,7 +540,7 @@ int sb__cmd_demo(int argc, char **argv)
            d.sent, d.duplicates_sent);
     printf("  received (deliveries)        %" PRIu64 " (retries and %" PRIu64
            " follow-up events included)\n",
-           st->received, ms.published);
+           st->received, followups);
     printf("  handled                      %" PRIu64 " handler runs succeeded\n", handled);
     printf("  duplicates skipped           %" PRIu64 " events (and %" PRIu64
            " handler runs already done before a retry)\n",
@@ -367,7 +550,7 @@ int sb__cmd_demo(int argc, char **argv)
     for (int i = 0; i < 6; i++)
         if (st->dl_by_reason[i])
             printf("    %-26s %" PRIu64 "\n", sb__dl_reasons[i], st->dl_by_reason[i]);
-    printf("  follow-ups published         %" PRIu64 " NotificationRequested\n", ms.published);
+    printf("  follow-ups published         %" PRIu64 " NotificationRequested\n", followups);
     printf("  per handler:\n");
     for (size_t i = 0; i < sb__registry_count(d.p->reg); i++) {
         const sb__handler_t *h = sb__registry_handler(d.p->reg, i);
@@ -376,10 +559,27 @@ int sb__cmd_demo(int argc, char **argv)
                h->name, h->n_ok, h->n_retried, h->n_rejected, h->n_duplicates);
     }
     printf("  ledger                       %s\n", ledger_path);
-    printf("  dead-letter queue            %zu messages (reasons in x-sb-reason)\n",
-           sb__memtx_dlq_count(d.p->tx));
+    printf("  dead-letter queue            %" PRIu64 " messages in %s (reasons in x-sb-reason)\n",
+           st->dead_lettered, kafka ? "topic " DEMO_TOPIC ".dlq" : "the in-memory DLQ");
     status = rs == 0 ? 0 : EX_SOFT_;
+    if (d.failed) {
+        fprintf(stderr, "switchboard demo: %u events could not be published\n", d.failed);
+        status = EX_SOFT_;
+    }
+    if (d.timed_out) {
+        fprintf(stderr,
+                "switchboard demo: timed out after %u s: %u of %u events published, %" PRIu64
+                " deliveries still unsettled\n",
+                timeout_s, d.sent, events, unsettled(&d));
+        status = EX_SOFT_;
+    }
 out:
+    if (d.producer) {
+        /* Only a timed-out run leaves anything unconfirmed: drop it, serve the reports. */
+        rd_kafka_purge(d.producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(d.producer, 1000);
+        rd_kafka_destroy(d.producer);
+    }
     sb__timer_destroy(d.tick);
     sb__admin_destroy(adm);
     sb__pipeline_destroy(d.p);
