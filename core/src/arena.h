@@ -14,10 +14,10 @@
 typedef struct sb__arena_block sb__arena_block_t;
 
 typedef struct sb__arena {
-    size_t used;                /* bytes used in inline[] */
-    sb__arena_block_t *blocks;  /* heap blocks, newest first */
-    size_t block_used;          /* bytes used in blocks (the newest) */
-    size_t block_size;          /* capacity of blocks (the newest) */
+    size_t used;               /* bytes used in inline[] */
+    sb__arena_block_t *blocks; /* heap blocks, newest first */
+    size_t block_used;         /* bytes used in blocks (the newest) */
+    size_t block_size;         /* capacity of blocks (the newest) */
     _Alignas(16) char inline_buf[SB__ARENA_INLINE];
 } sb__arena_t;
 

@@ -28,7 +28,8 @@ int sb__mod_check_keys(const char *mod, const json_t *config, const char *const 
     }
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)config, key, v) {
+    json_object_foreach((json_t *)config, key, v)
+    {
         const char *const *a = allowed;
         while (*a && strcmp(*a, key))
             a++;
@@ -37,8 +38,8 @@ int sb__mod_check_keys(const char *mod, const json_t *config, const char *const 
         char known[256] = "";
         size_t used = 0;
         for (a = allowed; *a && used < sizeof known; a++) {
-            int n = snprintf(known + used, sizeof known - used, "%s%s", a == allowed ? "" : ", ",
-                             *a);
+            int n =
+                snprintf(known + used, sizeof known - used, "%s%s", a == allowed ? "" : ", ", *a);
             if (n < 0)
                 break;
             used += (size_t)n;
@@ -70,8 +71,7 @@ int sb__mod_fields(const char *mod, const json_t *v, char ***out, size_t *n_out,
     for (size_t i = 0; i < n; i++) {
         const char *s = json_string_value(json_array_get(v, i));
         if (!s || !*s) {
-            sb__mod_err(errstr, errstr_size, "%s: fields[%zu] must be a non-empty string", mod,
-                        i);
+            sb__mod_err(errstr, errstr_size, "%s: fields[%zu] must be a non-empty string", mod, i);
             sb__mod_fields_free(f, n);
             return SB_ECONFIG;
         }

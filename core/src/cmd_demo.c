@@ -55,9 +55,9 @@ typedef struct demo {
     sb__timer_t *tick;
     rd_kafka_t *producer; /* NULL: the in-memory broker */
     unsigned total;
-    unsigned produced;     /* handed to the broker client */
-    unsigned sent;         /* confirmed by the broker */
-    unsigned failed;       /* refused or not confirmed: never delivered */
+    unsigned produced; /* handed to the broker client */
+    unsigned sent;     /* confirmed by the broker */
+    unsigned failed;   /* refused or not confirmed: never delivered */
     unsigned duplicates_sent, malformed_sent;
     int64_t deadline_us;
     bool timed_out, finished;
@@ -69,11 +69,10 @@ typedef struct demo {
     unsigned by_type[10];
 } demo_t;
 
-static const char *const TYPES[] = {"DataSyncCompletedEvent", "DataSyncFailedEvent",
-                                    "ETLJobStartedEvent",     "ETLJobCompletedEvent",
-                                    "CustomerData",           "LegacyImportEvent",
-                                    "ReportRequestedEvent",   "InventoryAdjustedEvent",
-                                    "(malformed)"};
+static const char *const TYPES[] = {
+    "DataSyncCompletedEvent", "DataSyncFailedEvent",    "ETLJobStartedEvent",
+    "ETLJobCompletedEvent",   "CustomerData",           "LegacyImportEvent",
+    "ReportRequestedEvent",   "InventoryAdjustedEvent", "(malformed)"};
 
 static uint64_t next_rand(demo_t *d)
 {
@@ -113,16 +112,16 @@ static int make_event(demo_t *d, unsigned kind, const char *id, char *body, size
                         job, pick(d, systems, 5), pick(d, systems, 5),
                         (unsigned)(next_rand(d) % 100000), now, id, now);
     case 1:
-        return snprintf(body, n,
-                        "{\"JobId\":\"%s\",\"Error\":\"%s\",\"FailedAt\":\"%s\",\"Id\":\"%s\","
-                        "\"CreationDate\":\"%s\"}",
-                        job,
-                        pick(d,
-                             (const char *const[]){"Timeout connecting to ERP",
-                                                   "Duplicate key in target table",
-                                                   "Source API returned 503"},
-                             3),
-                        now, id, now);
+        return snprintf(
+            body, n,
+            "{\"JobId\":\"%s\",\"Error\":\"%s\",\"FailedAt\":\"%s\",\"Id\":\"%s\","
+            "\"CreationDate\":\"%s\"}",
+            job,
+            pick(d,
+                 (const char *const[]){"Timeout connecting to ERP", "Duplicate key in target table",
+                                       "Source API returned 503"},
+                 3),
+            now, id, now);
     case 2:
         return snprintf(body, n,
                         "{\"JobId\":\"%s\",\"JobType\":\"%s\",\"Source\":\"s3://etl-input/%s\","
@@ -136,8 +135,8 @@ static int make_event(demo_t *d, unsigned kind, const char *id, char *body, size
     case 4: {
         /* One customer in five has an email the schema refuses. */
         bool bad = next_rand(d) % 5 == 0;
-        static const char *names[] = {"Ana García", "Luis Martínez", "Marta Núñez",
-                                      "Jorge Pérez", "Lucía Fernández"};
+        static const char *names[] = {"Ana García", "Luis Martínez", "Marta Núñez", "Jorge Pérez",
+                                      "Lucía Fernández"};
         return snprintf(body, n,
                         "{\"Id\":\"%s\",\"CreationDate\":\"%s\",\"Email\":\"%s\","
                         "\"Phone\":\"+34 6%08u\",\"Name\":\"%s\",\"ProcessedAt\":\"%s\"}",
@@ -147,8 +146,8 @@ static int make_event(demo_t *d, unsigned kind, const char *id, char *body, size
     case 5:
     case 6:
     case 7:
-        return snprintf(body, n, "{\"Id\":\"%s\",\"CreationDate\":\"%s\",\"Batch\":%u}", id,
-                        now, (unsigned)(next_rand(d) % 1000));
+        return snprintf(body, n, "{\"Id\":\"%s\",\"CreationDate\":\"%s\",\"Batch\":%u}", id, now,
+                        (unsigned)(next_rand(d) % 1000));
     default:
         return snprintf(body, n, "{\"Id\":\"%s\",\"JobId\": oops", id);
     }
@@ -261,8 +260,8 @@ static void on_tick(sb__timer_t *t, void *arg)
             kind = pick_kind(d);
         }
         int len = make_event(d, kind, id, body, sizeof body);
-        int rc = publish(d, kind == 8 ? "DataSyncCompletedEvent" : TYPES[kind], id, body,
-                         (size_t)len);
+        int rc =
+            publish(d, kind == 8 ? "DataSyncCompletedEvent" : TYPES[kind], id, body, (size_t)len);
         if (rc == SB_EBUSY) {
             d->rng = rng; /* the same event again next tick */
             break;
@@ -321,10 +320,10 @@ static int new_producer(demo_t *d, const char *bootstraps, char *errstr, size_t 
     if (!conf)
         return snprintf(errstr, n, "out of memory"), SB_ENOMEM;
     const char *const props[][2] = {{"bootstrap.servers", bootstraps},
-                                     {"client.id", "switchboard-demo-publisher"},
-                                     {"linger.ms", "2"},
-                                     {"acks", "all"},
-                                     {"message.timeout.ms", "30000"}};
+                                    {"client.id", "switchboard-demo-publisher"},
+                                    {"linger.ms", "2"},
+                                    {"acks", "all"},
+                                    {"message.timeout.ms", "30000"}};
     for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
         if (rd_kafka_conf_set(conf, props[i][0], props[i][1], errstr, n) != RD_KAFKA_CONF_OK) {
             rd_kafka_conf_destroy(conf);
@@ -398,10 +397,10 @@ int sb__cmd_demo(int argc, char **argv)
         "../share/switchboard/schemas/IntegrationEvent.schema.json", NULL};
     static const char *const module_paths[] = {"../handlers/notifier/notifier.so",
                                                "../lib/switchboard/modules/notifier.so", NULL};
-    const char *schema = find_resource("SWITCHBOARD_SCHEMAS_DIR", schema_dirs, schemas_buf,
-                                       sizeof schemas_buf);
-    const char *notifier = find_resource("SWITCHBOARD_NOTIFIER", module_paths, module_buf,
-                                         sizeof module_buf);
+    const char *schema =
+        find_resource("SWITCHBOARD_SCHEMAS_DIR", schema_dirs, schemas_buf, sizeof schemas_buf);
+    const char *notifier =
+        find_resource("SWITCHBOARD_NOTIFIER", module_paths, module_buf, sizeof module_buf);
     if (!schema || !notifier) {
         fprintf(stderr, "switchboard demo: cannot find the %s (set %s)\n",
                 !schema ? "event schemas" : "notifier module",
@@ -445,36 +444,37 @@ int sb__cmd_demo(int argc, char **argv)
                  "transport:\n  kind: memory\n  memory:\n    loopback: true\n"
                  "    capacity: 20000\n");
     char yaml[8192];
-    int yl = snprintf(
-        yaml, sizeof yaml,
-        "service:\n  name: switchboard-demo\n  shutdown_timeout: 10s\n"
-        "log:\n  level: %s\n  format: text\n"
-        "%s"
-        "idempotency:\n  store: memory\n"
-        "intake:\n  unroutable: dead-letter\n"
-        "schemas:\n  dir: \"%s\"\n  bindings:\n"
-        "    DataSyncCompletedEvent: DataSyncCompletedEvent.schema.json\n"
-        "    DataSyncFailedEvent: DataSyncFailedEvent.schema.json\n"
-        "    ETLJobStartedEvent: ETLJobStartedEvent.schema.json\n"
-        "    ETLJobCompletedEvent: ETLJobCompletedEvent.schema.json\n"
-        "    CustomerData: CustomerData.schema.json\n"
-        "retry:\n  policy: exponential\n  base_delay: 20ms\n  max_delay: 200ms\n"
-        "  max_attempts: 4\n"
-        "handlers:\n"
-        "  - name: ledger\n    module: record\n"
-        "    bind: [DataSyncCompletedEvent, DataSyncFailedEvent, ETLJobStartedEvent,\n"
-        "           ETLJobCompletedEvent, CustomerData, NotificationRequested]\n"
-        "    config:\n      path: \"%s\"\n"
-        "  - name: notifier\n    module: \"%s\"\n"
-        "    config:\n      channel: email\n"
-        "  - name: flaky-etl\n    module: fail\n    bind: [ETLJobCompletedEvent]\n"
-        "    config:\n      times: 2\n      reason: \"warehouse busy, try again\"\n"
-        "  - name: legacy-import\n    module: fail\n    bind: [LegacyImportEvent]\n"
-        "    config:\n      outcome: reject\n      reason: \"legacy format is no longer supported\"\n"
-        "  - name: report-builder\n    module: fail\n    bind: [ReportRequestedEvent]\n"
-        "    retry:\n      max_attempts: 3\n"
-        "    config:\n      reason: \"report service unreachable\"\n",
-        verbose ? "info" : "error", transport, schema_dir, ledger_path, notifier);
+    int yl =
+        snprintf(yaml, sizeof yaml,
+                 "service:\n  name: switchboard-demo\n  shutdown_timeout: 10s\n"
+                 "log:\n  level: %s\n  format: text\n"
+                 "%s"
+                 "idempotency:\n  store: memory\n"
+                 "intake:\n  unroutable: dead-letter\n"
+                 "schemas:\n  dir: \"%s\"\n  bindings:\n"
+                 "    DataSyncCompletedEvent: DataSyncCompletedEvent.schema.json\n"
+                 "    DataSyncFailedEvent: DataSyncFailedEvent.schema.json\n"
+                 "    ETLJobStartedEvent: ETLJobStartedEvent.schema.json\n"
+                 "    ETLJobCompletedEvent: ETLJobCompletedEvent.schema.json\n"
+                 "    CustomerData: CustomerData.schema.json\n"
+                 "retry:\n  policy: exponential\n  base_delay: 20ms\n  max_delay: 200ms\n"
+                 "  max_attempts: 4\n"
+                 "handlers:\n"
+                 "  - name: ledger\n    module: record\n"
+                 "    bind: [DataSyncCompletedEvent, DataSyncFailedEvent, ETLJobStartedEvent,\n"
+                 "           ETLJobCompletedEvent, CustomerData, NotificationRequested]\n"
+                 "    config:\n      path: \"%s\"\n"
+                 "  - name: notifier\n    module: \"%s\"\n"
+                 "    config:\n      channel: email\n"
+                 "  - name: flaky-etl\n    module: fail\n    bind: [ETLJobCompletedEvent]\n"
+                 "    config:\n      times: 2\n      reason: \"warehouse busy, try again\"\n"
+                 "  - name: legacy-import\n    module: fail\n    bind: [LegacyImportEvent]\n"
+                 "    config:\n      outcome: reject\n      reason: \"legacy format is no longer "
+                 "supported\"\n"
+                 "  - name: report-builder\n    module: fail\n    bind: [ReportRequestedEvent]\n"
+                 "    retry:\n      max_attempts: 3\n"
+                 "    config:\n      reason: \"report service unreachable\"\n",
+                 verbose ? "info" : "error", transport, schema_dir, ledger_path, notifier);
     if (yl <= 0 || (size_t)yl >= sizeof yaml) {
         fprintf(stderr, "switchboard demo: paths too long\n");
         return EX_SOFT_;
@@ -495,8 +495,10 @@ int sb__cmd_demo(int argc, char **argv)
         goto out;
     }
     if (admin && *admin && sb__pipeline_admin(d.p, admin, NULL, &adm, err, sizeof err) != SB_EOK) {
-        fprintf(stderr, "switchboard demo: admin endpoints: %s (use --admin HOST:PORT or "
-                        "--admin \"\" to disable)\n", err);
+        fprintf(stderr,
+                "switchboard demo: admin endpoints: %s (use --admin HOST:PORT or "
+                "--admin \"\" to disable)\n",
+                err);
         goto out;
     }
     if (sb__pipeline_start(d.p, err, sizeof err) != SB_EOK) {
@@ -536,8 +538,8 @@ int sb__cmd_demo(int argc, char **argv)
     for (size_t i = 0; i < sb__registry_count(d.p->reg); i++)
         handled += sb__registry_handler(d.p->reg, i)->n_ok;
     printf("\nsummary (%.2f s):\n", secs);
-    printf("  published by the demo        %u (%u of them duplicates of earlier events)\n",
-           d.sent, d.duplicates_sent);
+    printf("  published by the demo        %u (%u of them duplicates of earlier events)\n", d.sent,
+           d.duplicates_sent);
     printf("  received (deliveries)        %" PRIu64 " (retries and %" PRIu64
            " follow-up events included)\n",
            st->received, followups);

@@ -27,21 +27,20 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: switchboard new-handler NAME [--dir DIR]\n"
-            "  Writes a handler module skeleton into the new folder DIR (default NAME):\n"
-            "  NAME.c, test_NAME.c, CMakeLists.txt, README.md. NAME must be a C identifier.\n"
-            "  Exit status: 0 written, 64 usage or invalid name, 73 DIR exists or cannot be\n"
-            "  written.\n");
+    fprintf(out, "usage: switchboard new-handler NAME [--dir DIR]\n"
+                 "  Writes a handler module skeleton into the new folder DIR (default NAME):\n"
+                 "  NAME.c, test_NAME.c, CMakeLists.txt, README.md. NAME must be a C identifier.\n"
+                 "  Exit status: 0 written, 64 usage or invalid name, 73 DIR exists or cannot be\n"
+                 "  written.\n");
 }
 
 /* Why NAME is unusable, or NULL when it is fine. */
 static const char *name_problem(const char *name)
 {
-    static const char *const reserved[] = {"all",     "clean",          "help",
-                                           "install", "test",           "package",
-                                           "package_source", "edit_cache", "rebuild_cache",
-                                           "list_install_components", NULL};
+    static const char *const reserved[] = {
+        "all",     "clean",          "help",       "install",       "test",
+        "package", "package_source", "edit_cache", "rebuild_cache", "list_install_components",
+        NULL};
     size_t len = strlen(name);
     if (len == 0)
         return "it is empty";
@@ -155,12 +154,11 @@ static int write_skeleton(const char *dir, const char *name, char *what, size_t 
         if (!text) {
             snprintf(what, what_size, "out of memory");
         } else if (n_written >= MAX_FILES ||
-                   (size_t)snprintf(written[n_written], sizeof written[0], "%s/%s", dir,
-                                    fname) >= sizeof written[0]) {
+                   (size_t)snprintf(written[n_written], sizeof written[0], "%s/%s", dir, fname) >=
+                       sizeof written[0]) {
             snprintf(what, what_size, "%s/%s: path too long", dir, fname);
         } else if (write_file(written[n_written], text) != 0) {
-            snprintf(what, what_size, "cannot write %s: %s", written[n_written],
-                     strerror(errno));
+            snprintf(what, what_size, "cannot write %s: %s", written[n_written], strerror(errno));
         } else {
             n_written++;
             ok = 1;
@@ -197,8 +195,7 @@ int sb__cmd_new_handler(int argc, char **argv)
             usage(stderr);
             return EXIT_USAGE;
         } else if (name) {
-            fprintf(stderr, "switchboard new-handler: one NAME only (got %s and %s)\n", name,
-                    a);
+            fprintf(stderr, "switchboard new-handler: one NAME only (got %s and %s)\n", name, a);
             return EXIT_USAGE;
         } else {
             name = a;

@@ -34,9 +34,9 @@
 #include "errf.h"
 #include "units.h"
 
-#define SOURCE_MAX  (16u << 20)      /* largest configuration file */
-#define SECRET_MAX  (64u << 10)      /* largest *_file secret */
-#define ENV_PREFIX  "SWITCHBOARD_"
+#define SOURCE_MAX (16u << 20) /* largest configuration file */
+#define SECRET_MAX (64u << 10) /* largest *_file secret */
+#define ENV_PREFIX "SWITCHBOARD_"
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -86,7 +86,6 @@ static const char *kind_of(const json_t *v)
         return "a scalar";
     }
 }
-
 
 /* ---- errors ----------------------------------------------------------------------------- */
 
@@ -329,8 +328,7 @@ static int range_fail(const sb__cfg_prop_t *p, const char *text, char *msg, size
 
 /* Parses the text of a scalar by the type of its key. SB_ECONFIG with a message (which
  * never quotes the value of a secret: secrets are strings, and strings do not fail here). */
-static int parse_scalar(const sb__cfg_prop_t *p, const char *s, json_t **out, char *msg,
-                        size_t n)
+static int parse_scalar(const sb__cfg_prop_t *p, const char *s, json_t **out, char *msg, size_t n)
 {
     char sub[256];
     *out = NULL;
@@ -399,7 +397,6 @@ static int parse_scalar(const sb__cfg_prop_t *p, const char *s, json_t **out, ch
     return *out ? SB_EOK : SB_ENOMEM;
 }
 
-
 /* ---- pass 2: environment ---------------------------------------------------------------- */
 
 static void env_name(const char *path, char *buf, size_t size)
@@ -463,8 +460,7 @@ static int env_set(sb__cfg_ctx_t *c, json_t *parent, const char *key, const char
         snprintf(opath, sizeof opath, "%s%s%s", prefix, *prefix ? "." : "", other);
         json_t *o = json_object_get(c->envsrc, opath);
         if (o)
-            return fail_env(c, var, "%s is also set; use one of the two",
-                            json_string_value(o));
+            return fail_env(c, var, "%s is also set; use one of the two", json_string_value(o));
         json_object_del(parent, other);
     }
     json_t *v = json_string(value);
@@ -504,8 +500,8 @@ static int env_apply_one(sb__cfg_ctx_t *c, json_t *raw, const char *var, const c
         char prefix[SB__CFG_PATH_MAX + 1];
         int plen = last > p->path ? (int)(last - p->path - 1) : 0;
         snprintf(prefix, sizeof prefix, "%.*s", plen, p->path);
-        return env_set(c, parent, key, (p->flags & SB__CFG_SECRET) ? other : NULL, prefix,
-                       value, var);
+        return env_set(c, parent, key, (p->flags & SB__CFG_SECRET) ? other : NULL, prefix, value,
+                       var);
     }
     /* SWITCHBOARD_<MAP>_<REST>: one map key, REST lower-cased with _ as dots. */
     for (size_t i = 0; i < n; i++) {
@@ -809,7 +805,8 @@ static int convert_any(sb__cfg_ctx_t *c, json_t *raw, sb__cfg_path_t *cp, json_t
             return sb__cfg_oom(c);
         const char *k;
         json_t *v;
-        json_object_foreach(raw, k, v) {
+        json_object_foreach(raw, k, v)
+        {
             size_t saved;
             json_t *child;
             if (path_push(cp, k, &saved) != 0) {
@@ -963,7 +960,8 @@ static int validate_map(sb__cfg_ctx_t *c, json_t *val, json_t **out, sb__cfg_pat
     const char *k;
     json_t *v;
     int rc = SB_EOK;
-    json_object_foreach(val, k, v) {
+    json_object_foreach(val, k, v)
+    {
         size_t saved;
         if (path_push(cp, k, &saved) != 0) {
             rc = fail(c, cp->buf, "key path too long");
@@ -1041,7 +1039,8 @@ static int validate_objects(sb__cfg_ctx_t *c, json_t *val, json_t **out, sb__cfg
         if (rc == SB_EOK && named) {
             const char *nm = json_string_value(json_object_get(elem, "name"));
             for (size_t j = 0; nm && j < i; j++) {
-                const char *other = json_string_value(json_object_get(json_array_get(arr, j), "name"));
+                const char *other =
+                    json_string_value(json_object_get(json_array_get(arr, j), "name"));
                 if (other && !strcmp(other, nm)) {
                     size_t s2;
                     path_push(cp, "name", &s2);
@@ -1085,9 +1084,8 @@ static int validate_prop(sb__cfg_ctx_t *c, const sb__cfg_prop_t *p, json_t *val,
         break;
     default: {
         if (!json_is_string(val))
-            return fail(c, cp->buf, "expected %s %s, got %s",
-                        p->type == SB__CFG_INT ? "an" : "a", sb__cfg_type_name(p->type),
-                        kind_of(val));
+            return fail(c, cp->buf, "expected %s %s, got %s", p->type == SB__CFG_INT ? "an" : "a",
+                        sb__cfg_type_name(p->type), kind_of(val));
         char msg[384];
         rc = parse_scalar(p, json_string_value(val), &node, msg, sizeof msg);
         if (rc == SB_ENOMEM)
@@ -1114,12 +1112,12 @@ static int validate_object(sb__cfg_ctx_t *c, json_t *raw, json_t *eff, sb__cfg_p
 {
     const char *key;
     json_t *val;
-    json_object_foreach(raw, key, val) {
+    json_object_foreach(raw, key, val)
+    {
         size_t ssaved, csaved, parent_len = sp->len;
         if (path_push(sp, key, &ssaved) != 0 || path_push(cp, key, &csaved) != 0)
             return fail(c, NULL, "key path too long");
-        const sb__cfg_prop_t *p =
-            strpbrk(key, ".[]") ? NULL : sb__cfg_prop_find(sp->buf, sp->len);
+        const sb__cfg_prop_t *p = strpbrk(key, ".[]") ? NULL : sb__cfg_prop_find(sp->buf, sp->len);
         int rc;
         if (p) {
             rc = validate_prop(c, p, val, eff, key, sp, cp);

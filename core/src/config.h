@@ -92,13 +92,13 @@ enum {
 };
 
 typedef struct sb__cfg_prop {
-    const char *path;           /* "intake.max_depth", "handlers[].retry.policy" */
-    sb__cfg_type_t type;        /* */
-    const char *def;            /* default as a user would write it; NULL: none */
-    int64_t min, max;           /* range of int (value), duration (ms), size (bytes), if min < max */
-    const char *const *values;  /* enum values, NULL-terminated */
-    unsigned flags;             /* SB__CFG_* */
-    const char *doc;            /* one line */
+    const char *path;          /* "intake.max_depth", "handlers[].retry.policy" */
+    sb__cfg_type_t type;       /* */
+    const char *def;           /* default as a user would write it; NULL: none */
+    int64_t min, max;          /* range of int (value), duration (ms), size (bytes), if min < max */
+    const char *const *values; /* enum values, NULL-terminated */
+    unsigned flags;            /* SB__CFG_* */
+    const char *doc;           /* one line */
 } sb__cfg_prop_t;
 
 /* The table, in reference order, and its length. Static; lives for the process. */

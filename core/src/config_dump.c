@@ -19,7 +19,7 @@
 #include "config_internal.h"
 #include "units.h"
 
-#define MASK        "********"
+#define MASK "********"
 
 /* ---- pass 4: printing ------------------------------------------------------------------- */
 
@@ -27,8 +27,8 @@ typedef enum { MODE_SCHEMA, MODE_MAP, MODE_ANY } dump_mode_t;
 
 static bool plain_safe(const char *s)
 {
-    static const char *const special[] = {"true", "false", "yes", "no", "on", "off", "null", "y",
-                                          "n"};
+    static const char *const special[] = {"true", "false", "yes", "no", "on",
+                                          "off",  "null",  "y",   "n"};
     if (!*s || !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_' || *s == '/'))
         return false;
     for (const char *p = s; *p; p++) {
@@ -160,7 +160,8 @@ static void put_flow(FILE *out, const json_t *v)
         json_t *x;
         bool first = true;
         fputc('{', out);
-        json_object_foreach((json_t *)v, k, x) {
+        json_object_foreach((json_t *)v, k, x)
+        {
             fputs(first ? "" : ", ", out);
             first = false;
             put_string(out, k);
@@ -234,7 +235,8 @@ static void dump_object(FILE *out, const json_t *obj, sb__cfg_path_t *sp, dump_m
     const char *k;
     json_t *v;
     bool first = true;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach((json_t *)obj, k, v)
+    {
         if (!(first && inline_first))
             put_indent(out, indent);
         first = false;

@@ -32,38 +32,61 @@ static const char *const retry_policies[] = {"fixed", "linear", "exponential", N
 static const char *const idem_stores[] = {"none", "memory", "redis", NULL};
 static const char *const unavailable_policies[] = {"block", "process", NULL};
 
-#define P_STR(p, d, f, doc_)                                                                 \
-    {.path = (p), .type = SB__CFG_STRING, .def = (d), .flags = (f), .doc = (doc_)}
-#define P_INT(p, d, lo, hi, f, doc_)                                                         \
-    {.path = (p), .type = SB__CFG_INT, .def = (d), .min = (lo), .max = (hi), .flags = (f),   \
-     .doc = (doc_)}
-#define P_BOOL(p, d, f, doc_)                                                                \
-    {.path = (p), .type = SB__CFG_BOOL, .def = (d), .flags = (f), .doc = (doc_)}
-#define P_DUR(p, d, lo, hi, f, doc_)                                                         \
-    {.path = (p), .type = SB__CFG_DURATION, .def = (d), .min = (lo), .max = (hi),            \
-     .flags = (f), .doc = (doc_)}
-#define P_SIZE(p, d, lo, hi, f, doc_)                                                        \
-    {.path = (p), .type = SB__CFG_SIZE, .def = (d), .min = (lo), .max = (hi), .flags = (f),  \
-     .doc = (doc_)}
-#define P_ENUM(p, d, v, f, doc_)                                                             \
-    {.path = (p), .type = SB__CFG_ENUM, .def = (d), .values = (v), .flags = (f),             \
-     .doc = (doc_)}
-#define P_LIST(p, doc_) {.path = (p), .type = SB__CFG_STRING_LIST, .doc = (doc_)}
-#define P_MAP(p, doc_)  {.path = (p), .type = SB__CFG_STRING_MAP, .doc = (doc_)}
-#define P_OBJS(p, doc_) {.path = (p), .type = SB__CFG_OBJECT_LIST, .doc = (doc_)}
-#define P_ANY(p, doc_)  {.path = (p), .type = SB__CFG_ANY, .doc = (doc_)}
+#define P_STR(p, d, f, doc_)                                                                       \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_STRING, .def = (d), .flags = (f), .doc = (doc_)               \
+    }
+#define P_INT(p, d, lo, hi, f, doc_)                                                               \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_INT, .def = (d), .min = (lo), .max = (hi), .flags = (f),      \
+        .doc = (doc_)                                                                              \
+    }
+#define P_BOOL(p, d, f, doc_)                                                                      \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_BOOL, .def = (d), .flags = (f), .doc = (doc_)                 \
+    }
+#define P_DUR(p, d, lo, hi, f, doc_)                                                               \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_DURATION, .def = (d), .min = (lo), .max = (hi), .flags = (f), \
+        .doc = (doc_)                                                                              \
+    }
+#define P_SIZE(p, d, lo, hi, f, doc_)                                                              \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_SIZE, .def = (d), .min = (lo), .max = (hi), .flags = (f),     \
+        .doc = (doc_)                                                                              \
+    }
+#define P_ENUM(p, d, v, f, doc_)                                                                   \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_ENUM, .def = (d), .values = (v), .flags = (f), .doc = (doc_)  \
+    }
+#define P_LIST(p, doc_)                                                                            \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_STRING_LIST, .doc = (doc_)                                    \
+    }
+#define P_MAP(p, doc_)                                                                             \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_STRING_MAP, .doc = (doc_)                                     \
+    }
+#define P_OBJS(p, doc_)                                                                            \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_OBJECT_LIST, .doc = (doc_)                                    \
+    }
+#define P_ANY(p, doc_)                                                                             \
+    {                                                                                              \
+        .path = (p), .type = SB__CFG_ANY, .doc = (doc_)                                            \
+    }
 
 /* The retry keys appear twice: with defaults at the top level, inheriting in handlers. */
-#define RETRY_KEYS(prefix, d_policy, d_base, d_max, d_attempts, d_jitter, f)                 \
-    P_ENUM(prefix "retry.policy", d_policy, retry_policies, f,                               \
-           "How the delay grows between attempts."),                                         \
-        P_DUR(prefix "retry.base_delay", d_base, 1, MS_D, f,                                 \
-              "Delay before the first retry; the unit step of linear and exponential."),     \
-        P_DUR(prefix "retry.max_delay", d_max, 1, 7 * (int64_t)MS_D, f,                      \
-              "Upper bound of any single delay."),                                           \
-        P_INT(prefix "retry.max_attempts", d_attempts, 1, 1000, f,                           \
-              "Attempts in all (the first delivery included) before dead-lettering."),       \
-        P_BOOL(prefix "retry.jitter", d_jitter, f,                                           \
+#define RETRY_KEYS(prefix, d_policy, d_base, d_max, d_attempts, d_jitter, f)                       \
+    P_ENUM(prefix "retry.policy", d_policy, retry_policies, f,                                     \
+           "How the delay grows between attempts."),                                               \
+        P_DUR(prefix "retry.base_delay", d_base, 1, MS_D, f,                                       \
+              "Delay before the first retry; the unit step of linear and exponential."),           \
+        P_DUR(prefix "retry.max_delay", d_max, 1, 7 * (int64_t)MS_D, f,                            \
+              "Upper bound of any single delay."),                                                 \
+        P_INT(prefix "retry.max_attempts", d_attempts, 1, 1000, f,                                 \
+              "Attempts in all (the first delivery included) before dead-lettering."),             \
+        P_BOOL(prefix "retry.jitter", d_jitter, f,                                                 \
                "Randomise the delays so that the retries of a burst spread out.")
 
 static const sb__cfg_prop_t props[] = {
@@ -73,12 +96,10 @@ static const sb__cfg_prop_t props[] = {
           "On SIGTERM, how long in-flight messages may take to settle before exit."),
     P_INT("service.max_inflight", "1000", 1, 100000, 0,
           "Messages in flight at most; intake pauses at this bound (memory stays flat)."),
-    P_INT("service.workers", "4", 1, 256, 0,
-          "Worker threads for handlers declared blocking."),
+    P_INT("service.workers", "4", 1, 256, 0, "Worker threads for handlers declared blocking."),
 
     P_ENUM("log.level", "info", log_levels, 0, "Least severe level written."),
-    P_ENUM("log.format", "json", log_formats, 0,
-           "json: one JSON object a line; text: for humans."),
+    P_ENUM("log.format", "json", log_formats, 0, "json: one JSON object a line; text: for humans."),
 
     P_ENUM("transport.kind", "memory", transport_kinds, 0,
            "Which broker to consume from (memory: in-process, for tests and the demo)."),
@@ -131,8 +152,7 @@ static const sb__cfg_prop_t props[] = {
            "Type of the queues switchboard declares."),
     P_BOOL("transport.amqp.single_active_consumer", "false", 0,
            "Declare queues with x-single-active-consumer (strict ordering, one consumer)."),
-    P_INT("transport.amqp.prefetch", "256", 1, 65535, 0,
-          "basic.qos prefetch count per channel."),
+    P_INT("transport.amqp.prefetch", "256", 1, 65535, 0, "basic.qos prefetch count per channel."),
     P_BOOL("transport.amqp.declare", "true", 0,
            "Declare the exchange, queues and bindings at start-up (false: they must exist)."),
     P_DUR("transport.amqp.heartbeat", "30s", 0, 10 * MS_MIN, 0,

@@ -22,7 +22,7 @@
 #include "switchboard/error.h"
 #include "config_internal.h"
 
-#define DEPTH_MAX   64               /* deepest nesting of mappings and sequences */
+#define DEPTH_MAX 64 /* deepest nesting of mappings and sequences */
 
 /* ---- pass 1: YAML -> raw tree ----------------------------------------------------------- */
 
@@ -56,10 +56,9 @@ static int substitute(sb__cfg_ctx_t *c, const char *in, size_t len, size_t line,
             }
             const char *nm = in + i + 2;
             size_t nlen = 0;
-            while (nm + nlen < close &&
-                   (nm[nlen] == '_' || (nm[nlen] >= 'A' && nm[nlen] <= 'Z') ||
-                    (nm[nlen] >= 'a' && nm[nlen] <= 'z') ||
-                    (nlen > 0 && nm[nlen] >= '0' && nm[nlen] <= '9')))
+            while (nm + nlen < close && (nm[nlen] == '_' || (nm[nlen] >= 'A' && nm[nlen] <= 'Z') ||
+                                         (nm[nlen] >= 'a' && nm[nlen] <= 'z') ||
+                                         (nlen > 0 && nm[nlen] >= '0' && nm[nlen] <= '9')))
                 nlen++;
             const char *rest = nm + nlen;
             bool has_default = rest + 1 < close && rest[0] == ':' && rest[1] == '-';

@@ -83,8 +83,8 @@ int sb__datetime_parse(const char *s, size_t len, bool allow_no_offset, int64_t 
         /* UTC */
     } else if ((s[i] == '+' || s[i] == '-') && i + 6 == len) {
         int oh, om;
-        if (digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || digits(s + i + 4, 2, &om) ||
-            oh > 23 || om > 59)
+        if (digits(s + i + 1, 2, &oh) || s[i + 3] != ':' || digits(s + i + 4, 2, &om) || oh > 23 ||
+            om > 59)
             return -1;
         offset_min = (oh * 60 + om) * (s[i] == '-' ? -1 : 1);
     } else {
@@ -94,8 +94,8 @@ int sb__datetime_parse(const char *s, size_t len, bool allow_no_offset, int64_t 
         sec = 59;
         frac_us = 999999;
     }
-    int64_t secs = days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + sec -
-                   (int64_t)offset_min * 60;
+    int64_t secs =
+        days_from_civil(Y, M, D) * 86400 + h * 3600 + mi * 60 + sec - (int64_t)offset_min * 60;
     if (unix_us)
         *unix_us = secs * 1000000 + frac_us;
     if (had_offset)

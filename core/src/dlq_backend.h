@@ -56,13 +56,13 @@ typedef struct sb__dlq_pos sb__dlq_pos_t;
 
 /* Which DLQ to open and how to read it. Strings are borrowed for the duration of open(). */
 typedef struct sb__dlq_open_opts {
-    const char *dlq;        /* queue or topic; NULL: the one the config names */
-    bool read_only;         /* list/show/stats/export: ack() is refused with SB_ESTATE */
+    const char *dlq; /* queue or topic; NULL: the one the config names */
+    bool read_only;  /* list/show/stats/export: ack() is refused with SB_ESTATE */
     /* Kafka only; ignored by AMQP. */
-    const char *group_id;   /* replay progress group; NULL: "<group.id>.dlq-replay" */
-    bool from_beginning;    /* ignore the group's committed offsets (list, export) */
-    int64_t since_ms;       /* start at the first offset with timestamp >= since_ms; -1: none */
-    int64_t start_offset;   /* a partition-independent start offset; -1: none */
+    const char *group_id; /* replay progress group; NULL: "<group.id>.dlq-replay" */
+    bool from_beginning;  /* ignore the group's committed offsets (list, export) */
+    int64_t since_ms;     /* start at the first offset with timestamp >= since_ms; -1: none */
+    int64_t start_offset; /* a partition-independent start offset; -1: none */
     uint64_t reserved[4];
 } sb__dlq_open_opts_t;
 
@@ -80,8 +80,8 @@ typedef struct sb__dlq_backend_ops {
 
     /* Connects and opens the DLQ. SB_EOK and *out; SB_ECONFIG, SB_EUNAVAILABLE,
      * SB_ENOTFOUND (no such queue or topic), SB_ENOMEM. */
-    int (*open)(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
-                sb__dlq_backend_t **out, char *errstr, size_t errstr_size);
+    int (*open)(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts, sb__dlq_backend_t **out,
+                char *errstr, size_t errstr_size);
 
     /* An estimate of the messages a full scan will see (AMQP: the queue's message count
      * from a passive declare; Kafka: the sum over partitions of end offset minus start

@@ -139,8 +139,8 @@ static int parse_time(const sb__dlq_filter_t *f, const char *opt, const char *s,
     uint64_t ms;
     if (len && s[0] >= '0' && s[0] <= '9' && sb__parse_duration_ms(s, &ms, NULL, 0) == SB_EOK) {
         if (ms > (uint64_t)INT64_MAX / 1000 || f->now_us < INT64_MIN + (int64_t)(ms * 1000))
-            return sb__errf(errstr, errstr_size, SB_ERANGE, "%s: duration \"%s\" is too large",
-                            opt, s);
+            return sb__errf(errstr, errstr_size, SB_ERANGE, "%s: duration \"%s\" is too large", opt,
+                            s);
         *out = f->now_us - (int64_t)(ms * 1000);
         return SB_EOK;
     }
@@ -150,8 +150,8 @@ static int parse_time(const sb__dlq_filter_t *f, const char *opt, const char *s,
                     opt, s);
 }
 
-static int parse_count(const char *opt, const char *s, uint64_t min, uint64_t *out,
-                       char *errstr, size_t errstr_size)
+static int parse_count(const char *opt, const char *s, uint64_t min, uint64_t *out, char *errstr,
+                       size_t errstr_size)
 {
     uint64_t acc = 0;
     const char *p = s;
@@ -187,9 +187,8 @@ static int set_option(sb__dlq_filter_t *f, const char *name, const char *opt, co
             return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: expected true or false", opt);
         return SB_EOK;
     }
-    static const char *const known[] = {"type",  "reason", "error", "handler", "since",
-                                        "until", "id",     "limit", "max-replays",
-                                        "max_replays"};
+    static const char *const known[] = {"type",  "reason", "error", "handler",     "since",
+                                        "until", "id",     "limit", "max-replays", "max_replays"};
     bool is_known = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         is_known = is_known || strcmp(name, known[i]) == 0;
@@ -210,8 +209,8 @@ static int set_option(sb__dlq_filter_t *f, const char *name, const char *opt, co
         if (rc != SB_EOK) {
             if (r != f->types)
                 sb__router_destroy(r);
-            return sb__errf(errstr, errstr_size, rc, "%s: invalid pattern \"%s\": %s", opt,
-                            value, why);
+            return sb__errf(errstr, errstr_size, rc, "%s: invalid pattern \"%s\": %s", opt, value,
+                            why);
         }
         f->types = r;
         return SB_EOK;
@@ -226,8 +225,10 @@ static int set_option(sb__dlq_filter_t *f, const char *name, const char *opt, co
         if (erc != 0) {
             char why[256];
             regerror(erc, &re, why, sizeof why);
-            return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: invalid regular expression "
-                            "\"%s\": %s", opt, value, why);
+            return sb__errf(errstr, errstr_size, SB_EPARSE,
+                            "%s: invalid regular expression "
+                            "\"%s\": %s",
+                            opt, value, why);
         }
         if (f->has_error)
             regfree(&f->error_re);
@@ -279,15 +280,15 @@ int sb__dlq_filter_set(sb__dlq_filter_t *f, const char *name, const char *value,
     return set_option(f, name, opt, value, errstr, errstr_size);
 }
 
-static int json_text_option(sb__dlq_filter_t *f, const char *key, const char *opt,
-                            const json_t *v, char *errstr, size_t errstr_size)
+static int json_text_option(sb__dlq_filter_t *f, const char *key, const char *opt, const json_t *v,
+                            char *errstr, size_t errstr_size)
 {
     char num[32];
     if (strcmp(key, "limit") == 0 || strcmp(key, "max_replays") == 0 ||
         strcmp(key, "max-replays") == 0) {
         if (!json_is_integer(v) || json_integer_value(v) < 0)
-            return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: expected an integer >= %d",
-                            opt, key[0] == 'l' ? 1 : 0);
+            return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: expected an integer >= %d", opt,
+                            key[0] == 'l' ? 1 : 0);
         snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
         return set_option(f, key, opt, num, errstr, errstr_size);
     }
@@ -296,8 +297,8 @@ static int json_text_option(sb__dlq_filter_t *f, const char *key, const char *op
             return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: expected true or false", opt);
         return set_option(f, key, opt, json_is_true(v) ? "true" : "false", errstr, errstr_size);
     }
-    bool list_ok = strcmp(key, "type") == 0 || strcmp(key, "reason") == 0 ||
-                   strcmp(key, "handler") == 0;
+    bool list_ok =
+        strcmp(key, "type") == 0 || strcmp(key, "reason") == 0 || strcmp(key, "handler") == 0;
     if (json_is_array(v) && list_ok) {
         if (json_array_size(v) == 0)
             return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: empty list", opt);
@@ -306,8 +307,8 @@ static int json_text_option(sb__dlq_filter_t *f, const char *key, const char *op
         json_array_foreach(v, i, e)
         {
             if (!json_is_string(e))
-                return sb__errf(errstr, errstr_size, SB_EPARSE,
-                                "%s[%zu]: expected a string", opt, i);
+                return sb__errf(errstr, errstr_size, SB_EPARSE, "%s[%zu]: expected a string", opt,
+                                i);
             int rc = set_option(f, key, opt, json_string_value(e), errstr, errstr_size);
             if (rc != SB_EOK)
                 return rc;

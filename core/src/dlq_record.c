@@ -54,17 +54,14 @@ static const char *const str_names[SB__DLQ_STR_COUNT] = {
     [SB__DLQ_BODY] = "body",
 };
 static const char *const num_names[SB__DLQ_NUM_COUNT] = {
-    [SB__DLQ_PARTITION] = "partition",
-    [SB__DLQ_OFFSET] = "offset",
-    [SB__DLQ_TIMESTAMP_MS] = "timestamp_ms",
-    [SB__DLQ_DELIVERY_MODE] = "delivery_mode",
-    [SB__DLQ_PRIORITY] = "priority",
-    [SB__DLQ_TIMESTAMP] = "timestamp",
+    [SB__DLQ_PARTITION] = "partition",       [SB__DLQ_OFFSET] = "offset",
+    [SB__DLQ_TIMESTAMP_MS] = "timestamp_ms", [SB__DLQ_DELIVERY_MODE] = "delivery_mode",
+    [SB__DLQ_PRIORITY] = "priority",         [SB__DLQ_TIMESTAMP] = "timestamp",
 };
 static const uint64_t num_max[SB__DLQ_NUM_COUNT] = {
-    [SB__DLQ_PARTITION] = INT32_MAX,  [SB__DLQ_OFFSET] = INT64_MAX,
+    [SB__DLQ_PARTITION] = INT32_MAX,    [SB__DLQ_OFFSET] = INT64_MAX,
     [SB__DLQ_TIMESTAMP_MS] = INT64_MAX, [SB__DLQ_DELIVERY_MODE] = 255,
-    [SB__DLQ_PRIORITY] = 255,         [SB__DLQ_TIMESTAMP] = UINT64_MAX,
+    [SB__DLQ_PRIORITY] = 255,           [SB__DLQ_TIMESTAMP] = UINT64_MAX,
 };
 
 /* The "props" object, in output order: (is_num, index). */
@@ -72,12 +69,10 @@ static const struct {
     bool num;
     int which;
 } prop_order[] = {
-    {false, SB__DLQ_CONTENT_TYPE}, {false, SB__DLQ_CONTENT_ENCODING},
-    {true, SB__DLQ_DELIVERY_MODE}, {true, SB__DLQ_PRIORITY},
-    {false, SB__DLQ_CORRELATION_ID}, {false, SB__DLQ_REPLY_TO},
-    {false, SB__DLQ_EXPIRATION},   {false, SB__DLQ_MESSAGE_ID},
-    {true, SB__DLQ_TIMESTAMP},     {false, SB__DLQ_TYPE},
-    {false, SB__DLQ_USER_ID},      {false, SB__DLQ_APP_ID},
+    {false, SB__DLQ_CONTENT_TYPE}, {false, SB__DLQ_CONTENT_ENCODING}, {true, SB__DLQ_DELIVERY_MODE},
+    {true, SB__DLQ_PRIORITY},      {false, SB__DLQ_CORRELATION_ID},   {false, SB__DLQ_REPLY_TO},
+    {false, SB__DLQ_EXPIRATION},   {false, SB__DLQ_MESSAGE_ID},       {true, SB__DLQ_TIMESTAMP},
+    {false, SB__DLQ_TYPE},         {false, SB__DLQ_USER_ID},          {false, SB__DLQ_APP_ID},
     {false, SB__DLQ_CLUSTER_ID},
 };
 #define N_PROPS (sizeof prop_order / sizeof prop_order[0])
@@ -100,36 +95,72 @@ typedef enum kind {
 static kind_t kind_of(char t)
 {
     switch (t) {
-    case 't': return K_BOOL;
-    case 'b': case 's': case 'I': case 'l': return K_SIGNED;
-    case 'B': case 'u': case 'i': case 'L': case 'T': return K_UNSIGNED;
-    case 'f': return K_FLOAT;
-    case 'd': return K_DOUBLE;
-    case 'D': return K_DECIMAL;
-    case 'S': case 'x': case 'K': return K_BYTES;
-    case 'F': case 'A': return K_LIST;
-    case 'V': return K_VOID;
-    default: return K_BAD;
+    case 't':
+        return K_BOOL;
+    case 'b':
+    case 's':
+    case 'I':
+    case 'l':
+        return K_SIGNED;
+    case 'B':
+    case 'u':
+    case 'i':
+    case 'L':
+    case 'T':
+        return K_UNSIGNED;
+    case 'f':
+        return K_FLOAT;
+    case 'd':
+        return K_DOUBLE;
+    case 'D':
+        return K_DECIMAL;
+    case 'S':
+    case 'x':
+    case 'K':
+        return K_BYTES;
+    case 'F':
+    case 'A':
+        return K_LIST;
+    case 'V':
+        return K_VOID;
+    default:
+        return K_BAD;
     }
 }
 
 static void signed_range(char t, int64_t *lo, int64_t *hi)
 {
     switch (t) {
-    case 'b': *lo = INT8_MIN; *hi = INT8_MAX; break;
-    case 's': *lo = INT16_MIN; *hi = INT16_MAX; break;
-    case 'I': *lo = INT32_MIN; *hi = INT32_MAX; break;
-    default: *lo = INT64_MIN; *hi = INT64_MAX; break;
+    case 'b':
+        *lo = INT8_MIN;
+        *hi = INT8_MAX;
+        break;
+    case 's':
+        *lo = INT16_MIN;
+        *hi = INT16_MAX;
+        break;
+    case 'I':
+        *lo = INT32_MIN;
+        *hi = INT32_MAX;
+        break;
+    default:
+        *lo = INT64_MIN;
+        *hi = INT64_MAX;
+        break;
     }
 }
 
 static uint64_t unsigned_max(char t)
 {
     switch (t) {
-    case 'B': return UINT8_MAX;
-    case 'u': return UINT16_MAX;
-    case 'i': return UINT32_MAX;
-    default: return UINT64_MAX;
+    case 'B':
+        return UINT8_MAX;
+    case 'u':
+        return UINT16_MAX;
+    case 'i':
+        return UINT32_MAX;
+    default:
+        return UINT64_MAX;
     }
 }
 
@@ -170,9 +201,15 @@ void sb__dlq_list_clear(sb__dlq_list_t *l)
 static void value_free(sb__dlq_value_t *v)
 {
     switch (kind_of(v->type)) {
-    case K_BYTES: sb_free(v->as.bytes.p); v->as.bytes.p = NULL; break;
-    case K_LIST: sb__dlq_list_clear(&v->as.list); break;
-    default: break;
+    case K_BYTES:
+        sb_free(v->as.bytes.p);
+        v->as.bytes.p = NULL;
+        break;
+    case K_LIST:
+        sb__dlq_list_clear(&v->as.list);
+        break;
+    default:
+        break;
     }
 }
 
@@ -181,11 +218,13 @@ static int value_check(const sb__dlq_value_t *v, unsigned depth)
 {
     int64_t lo, hi;
     switch (kind_of(v->type)) {
-    case K_BAD: return SB_EINVAL;
+    case K_BAD:
+        return SB_EINVAL;
     case K_SIGNED:
         signed_range(v->type, &lo, &hi);
         return v->as.i < lo || v->as.i > hi ? SB_ERANGE : SB_EOK;
-    case K_UNSIGNED: return v->as.u > unsigned_max(v->type) ? SB_ERANGE : SB_EOK;
+    case K_UNSIGNED:
+        return v->as.u > unsigned_max(v->type) ? SB_ERANGE : SB_EOK;
     case K_LIST:
         if (depth >= SB__DLQ_MAX_DEPTH)
             return SB_ETOOBIG;
@@ -195,7 +234,8 @@ static int value_check(const sb__dlq_value_t *v, unsigned depth)
                 return rc;
         }
         return SB_EOK;
-    default: return SB_EOK;
+    default:
+        return SB_EOK;
     }
 }
 
@@ -212,7 +252,8 @@ static int value_copy(sb__dlq_value_t *dst, const sb__dlq_value_t *src)
     case K_LIST:
         memset(&dst->as.list, 0, sizeof dst->as.list);
         return list_copy(&dst->as.list, &src->as.list);
-    default: return SB_EOK;
+    default:
+        return SB_EOK;
     }
 }
 
@@ -262,8 +303,8 @@ static int list_copy(sb__dlq_list_t *dst, const sb__dlq_list_t *src)
     return SB_EOK;
 }
 
-int sb__dlq_list_add(sb__dlq_list_t *l, const char *name, size_t name_len,
-                     const sb__dlq_value_t *v, sb__dlq_value_t **added)
+int sb__dlq_list_add(sb__dlq_list_t *l, const char *name, size_t name_len, const sb__dlq_value_t *v,
+                     sb__dlq_value_t **added)
 {
     int rc = value_check(v, 1);
     if (rc != SB_EOK)
@@ -292,13 +333,16 @@ int sb__dlq_list_add_int(sb__dlq_list_t *l, const char *name, char type, int64_t
 {
     sb__dlq_value_t val = {.type = type};
     switch (kind_of(type)) {
-    case K_SIGNED: val.as.i = v; break;
+    case K_SIGNED:
+        val.as.i = v;
+        break;
     case K_UNSIGNED:
         if (v < 0)
             return SB_ERANGE;
         val.as.u = (uint64_t)v;
         break;
-    default: return SB_EINVAL;
+    default:
+        return SB_EINVAL;
     }
     return sb__dlq_list_add(l, name, cstrlen(name), &val, NULL);
 }
@@ -312,8 +356,11 @@ int sb__dlq_list_add_uint(sb__dlq_list_t *l, const char *name, char type, uint64
             return SB_ERANGE;
         val.as.i = (int64_t)v;
         break;
-    case K_UNSIGNED: val.as.u = v; break;
-    default: return SB_EINVAL;
+    case K_UNSIGNED:
+        val.as.u = v;
+        break;
+    default:
+        return SB_EINVAL;
     }
     return sb__dlq_list_add(l, name, cstrlen(name), &val, NULL);
 }
@@ -328,8 +375,7 @@ int sb__dlq_list_add_bytes(sb__dlq_list_t *l, const char *name, char type, const
     return sb__dlq_list_add(l, name, cstrlen(name), &val, NULL);
 }
 
-int sb__dlq_list_add_list(sb__dlq_list_t *l, const char *name, char type,
-                          sb__dlq_list_t **child)
+int sb__dlq_list_add_list(sb__dlq_list_t *l, const char *name, char type, sb__dlq_list_t **child)
 {
     if (kind_of(type) != K_LIST)
         return SB_EINVAL;
@@ -483,11 +529,17 @@ bool sb__dlq_utf8_valid(const char *s, size_t len)
         size_t n;
         unsigned cp, min;
         if (c >= 0xc2 && c <= 0xdf) {
-            n = 1; cp = c & 0x1f; min = 0x80;
+            n = 1;
+            cp = c & 0x1f;
+            min = 0x80;
         } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2; cp = c & 0x0f; min = 0x800;
+            n = 2;
+            cp = c & 0x0f;
+            min = 0x800;
         } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3; cp = c & 0x07; min = 0x10000;
+            n = 3;
+            cp = c & 0x07;
+            min = 0x10000;
         } else {
             return false;
         }
@@ -534,8 +586,8 @@ static long b64_decode(const char *s, size_t len, unsigned char *out)
                 return -1;
             }
         }
-        uint32_t triple = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) |
-                          ((uint32_t)v[2] << 6) | (uint32_t)v[3];
+        uint32_t triple = ((uint32_t)v[0] << 18) | ((uint32_t)v[1] << 12) | ((uint32_t)v[2] << 6) |
+                          (uint32_t)v[3];
         if ((pad == 1 && (triple & 0xff)) || (pad == 2 && (triple & 0xffff)))
             return -1; /* non-zero unused bits: not canonical */
         out[o++] = (unsigned char)(triple >> 16);
@@ -617,16 +669,33 @@ static void put_jstring(buf_t *b, const char *s, size_t len)
         char e[7] = {'\\', 0, 0, 0, 0, 0, 0};
         size_t n = 2;
         switch (c) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
+        case '"':
+            e[1] = '"';
+            break;
+        case '\\':
+            e[1] = '\\';
+            break;
+        case '\n':
+            e[1] = 'n';
+            break;
+        case '\r':
+            e[1] = 'r';
+            break;
+        case '\t':
+            e[1] = 't';
+            break;
+        case '\b':
+            e[1] = 'b';
+            break;
+        case '\f':
+            e[1] = 'f';
+            break;
         default:
-            e[1] = 'u'; e[2] = '0'; e[3] = '0';
-            e[4] = hex[c >> 4]; e[5] = hex[c & 15];
+            e[1] = 'u';
+            e[2] = '0';
+            e[3] = '0';
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
             n = 6;
         }
         put(b, e, n);
@@ -723,9 +792,15 @@ static void put_value(buf_t *b, const sb__dlq_value_t *v, unsigned depth)
 {
     char t[40];
     switch (kind_of(v->type)) {
-    case K_BOOL: puts_(b, v->as.b ? "true" : "false"); break;
-    case K_SIGNED: putf_i64(b, v->as.i); break;
-    case K_UNSIGNED: put_u64_field(b, v->as.u); break;
+    case K_BOOL:
+        puts_(b, v->as.b ? "true" : "false");
+        break;
+    case K_SIGNED:
+        putf_i64(b, v->as.i);
+        break;
+    case K_UNSIGNED:
+        put_u64_field(b, v->as.u);
+        break;
     case K_FLOAT:
         if (shortest_real((double)v->as.f, true, t)) {
             puts_(b, t);
@@ -755,9 +830,13 @@ static void put_value(buf_t *b, const sb__dlq_value_t *v, unsigned depth)
         else
             put_bytes(b, v->as.bytes.p, v->as.bytes.len);
         break;
-    case K_LIST: put_list(b, &v->as.list, v->type == 'F', depth + 1); break;
+    case K_LIST:
+        put_list(b, &v->as.list, v->type == 'F', depth + 1);
+        break;
     case K_VOID:
-    case K_BAD: puts_(b, "null"); break;
+    case K_BAD:
+        puts_(b, "null");
+        break;
     }
 }
 
@@ -892,14 +971,21 @@ static int fail(dec_t *d, int rc, const char *what)
 static const char *jtype_name(const json_t *j)
 {
     switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+        return "an integer";
+    case JSON_REAL:
+        return "a real number";
     case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
+    case JSON_FALSE:
+        return "a boolean";
+    default:
+        return "null";
     }
 }
 
@@ -914,9 +1000,8 @@ static int expected(dec_t *d, const char *what, const json_t *got)
 static int dec_bytes(dec_t *d, const json_t *j, sb__dlq_bytes_t *out)
 {
     if (json_is_string(j))
-        return bytes_set(out, json_string_value(j), json_string_length(j)) == SB_EOK
-                   ? SB_EOK
-                   : SB_ENOMEM;
+        return bytes_set(out, json_string_value(j), json_string_length(j)) == SB_EOK ? SB_EOK
+                                                                                     : SB_ENOMEM;
     const json_t *b64 = json_is_object(j) ? json_object_get(j, "b64") : NULL;
     if (!b64 || json_object_size(j) != 1)
         return expected(d, "a string or {\"b64\": \"...\"}", j);
@@ -982,8 +1067,9 @@ static int dec_real(dec_t *d, const json_t *j, bool is_float, sb__dlq_value_t *v
         if (!bits || json_object_size(j) != 1 || !json_is_string(bits) ||
             json_string_length(bits) != want ||
             strspn(json_string_value(bits), "0123456789abcdef") != want)
-            return fail(d, SB_EPARSE, is_float ? "expected a number or {\"bits\": \"<8 hex>\"}"
-                                               : "expected a number or {\"bits\": \"<16 hex>\"}");
+            return fail(d, SB_EPARSE,
+                        is_float ? "expected a number or {\"bits\": \"<8 hex>\"}"
+                                 : "expected a number or {\"bits\": \"<16 hex>\"}");
         uint64_t u = strtoull(json_string_value(bits), NULL, 16);
         if (is_float) {
             uint32_t u32 = (uint32_t)u;
@@ -1027,8 +1113,9 @@ static int dec_value(dec_t *d, char t, const json_t *j, unsigned depth, sb__dlq_
         signed_range(t, &lo, &hi);
         json_int_t x = json_integer_value(j);
         if (x < lo || x > hi) {
-            snprintf(msg, sizeof msg, "%lld is out of range for type \"%c\" (%" PRId64
-                     "..%" PRId64 ")", (long long)x, t, lo, hi);
+            snprintf(msg, sizeof msg,
+                     "%lld is out of range for type \"%c\" (%" PRId64 "..%" PRId64 ")",
+                     (long long)x, t, lo, hi);
             return fail(d, SB_ERANGE, msg);
         }
         v->as.i = x;
@@ -1044,8 +1131,10 @@ static int dec_value(dec_t *d, char t, const json_t *j, unsigned depth, sb__dlq_
         }
         return dec_u64(d, j, max, &v->as.u);
     }
-    case K_FLOAT: return dec_real(d, j, true, v);
-    case K_DOUBLE: return dec_real(d, j, false, v);
+    case K_FLOAT:
+        return dec_real(d, j, true, v);
+    case K_DOUBLE:
+        return dec_real(d, j, false, v);
     case K_DECIMAL: {
         const json_t *sc = json_is_object(j) ? json_object_get(j, "scale") : NULL;
         const json_t *va = json_is_object(j) ? json_object_get(j, "value") : NULL;
@@ -1078,7 +1167,8 @@ static int dec_value(dec_t *d, char t, const json_t *j, unsigned depth, sb__dlq_
         if (!json_is_null(j))
             return expected(d, "null", j);
         return SB_EOK;
-    case K_BAD: break;
+    case K_BAD:
+        break;
     }
     return SB_EPARSE; /* unreachable: the caller checked the type letter */
 }
@@ -1115,8 +1205,9 @@ static int dec_list(dec_t *d, const json_t *j, bool named, unsigned depth, sb__d
         size_t o2 = path_push(d, NULL, named ? 1 : 0, true);
         if (!json_is_string(ty) || json_string_length(ty) != 1 ||
             kind_of(json_string_value(ty)[0]) == K_BAD) {
-            rc = fail(d, SB_EPARSE, "expected a type letter (one of t b B s u I i l L f d D S x "
-                                    "T F A V K)");
+            rc = fail(d, SB_EPARSE,
+                      "expected a type letter (one of t b B s u I i l L f d D S x "
+                      "T F A V K)");
             path_pop(d, o2);
             sb_free(f->name.p);
             goto out;
@@ -1267,8 +1358,8 @@ int sb__dlq_record_from_json(const char *line, size_t len, sb__dlq_record_t **ou
         return sb__errf(errstr, errstr_size, SB_ENOMEM, "out of memory reading a record");
     }
     if (!root)
-        return sb__errf(errstr, errstr_size, SB_EPARSE, "not valid JSON: %s (column %d)",
-                        je.text, je.column);
+        return sb__errf(errstr, errstr_size, SB_EPARSE, "not valid JSON: %s (column %d)", je.text,
+                        je.column);
     sb__dlq_record_t *r;
     if (sb__dlq_record_new(&r) != SB_EOK) {
         json_decref(root);
@@ -1333,10 +1424,13 @@ bool sb__dlq_record_header_uint(const sb__dlq_record_t *r, const char *name, uin
             return false;
         *v = (uint64_t)val->as.i;
         return true;
-    case K_UNSIGNED: *v = val->as.u; return true;
+    case K_UNSIGNED:
+        *v = val->as.u;
+        return true;
     case K_BYTES:
         return val->as.bytes.p && digits_u64(val->as.bytes.p, val->as.bytes.len, v);
-    default: return false;
+    default:
+        return false;
     }
 }
 
@@ -1412,8 +1506,7 @@ const char *sb__dlq_record_event_type(const sb__dlq_record_t *r, size_t *len)
     return s;
 }
 
-const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf,
-                                    size_t size)
+const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf, size_t size)
 {
     size_t n = 0;
     const char *s = r->str[SB__DLQ_MESSAGE_ID].p;
@@ -1427,8 +1520,9 @@ const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char
         const sb__dlq_bytes_t *body = &r->str[SB__DLQ_BODY];
         sb__jindex_t idx;
         sb__jtype_t root;
-        if (!body->p || sb__jscan(body->p, body->len, SB__JSCAN_MAX_DEPTH, &idx, &root, NULL,
-                                  0) != SB_EOK || root != SB__JT_OBJECT)
+        if (!body->p ||
+            sb__jscan(body->p, body->len, SB__JSCAN_MAX_DEPTH, &idx, &root, NULL, 0) != SB_EOK ||
+            root != SB__JT_OBJECT)
             return NULL;
         const sb__jfield_t *f = sb__jindex_find(&idx, "Id", 2);
         if (!f || (f->type != SB__JT_STRING && f->type != SB__JT_NUMBER))
@@ -1447,8 +1541,7 @@ const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char
     return s;
 }
 
-int sb__dlq_record_prepare_replay(const sb__dlq_record_t *r, int64_t now_us,
-                                  sb__dlq_record_t **out)
+int sb__dlq_record_prepare_replay(const sb__dlq_record_t *r, int64_t now_us, sb__dlq_record_t **out)
 {
     sb__dlq_record_t *c;
     if (sb__dlq_record_clone(r, &c) != SB_EOK)
@@ -1470,14 +1563,12 @@ int sb__dlq_record_prepare_replay(const sb__dlq_record_t *r, int64_t now_us,
     if (c->transport == SB__DLQ_TX_KAFKA) {
         rc = sb__dlq_list_add_bytes(&c->headers, SB__DLQ_H_REPLAY_COUNT, 'K', num, strlen(num));
         if (rc == SB_EOK)
-            rc = sb__dlq_list_add_bytes(&c->headers, SB__DLQ_H_REPLAYED_AT, 'K', at,
-                                        strlen(at));
+            rc = sb__dlq_list_add_bytes(&c->headers, SB__DLQ_H_REPLAYED_AT, 'K', at, strlen(at));
     } else {
         rc = sb__dlq_list_add_uint(&c->headers, SB__DLQ_H_REPLAY_COUNT, 'l',
                                    count > INT64_MAX ? INT64_MAX : count);
         if (rc == SB_EOK)
-            rc = sb__dlq_list_add_bytes(&c->headers, SB__DLQ_H_REPLAYED_AT, 'S', at,
-                                        strlen(at));
+            rc = sb__dlq_list_add_bytes(&c->headers, SB__DLQ_H_REPLAYED_AT, 'S', at, strlen(at));
     }
     if (rc != SB_EOK) {
         sb__dlq_record_destroy(c);

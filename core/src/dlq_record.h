@@ -67,19 +67,19 @@
 #define SB__DLQ_MAX_DEPTH      64
 
 /* Header names written by transports (transport.h) and by replay. */
-#define SB__DLQ_H_REASON       "x-sb-reason"
-#define SB__DLQ_H_ERROR        "x-sb-error"
-#define SB__DLQ_H_HANDLER      "x-sb-handler"
-#define SB__DLQ_H_ATTEMPTS     "x-sb-attempts"
-#define SB__DLQ_H_CONSUMER     "x-sb-consumer"
-#define SB__DLQ_H_FAILED_AT    "x-sb-failed-at"
+#define SB__DLQ_H_REASON        "x-sb-reason"
+#define SB__DLQ_H_ERROR         "x-sb-error"
+#define SB__DLQ_H_HANDLER       "x-sb-handler"
+#define SB__DLQ_H_ATTEMPTS      "x-sb-attempts"
+#define SB__DLQ_H_CONSUMER      "x-sb-consumer"
+#define SB__DLQ_H_FAILED_AT     "x-sb-failed-at"
 #define SB__DLQ_H_ORIG_EXCHANGE "x-sb-original-exchange"
-#define SB__DLQ_H_ORIG_RKEY    "x-sb-original-routing-key"
-#define SB__DLQ_H_ORIG_TOPIC   "x-sb-original-topic"
-#define SB__DLQ_H_ORIG_PART    "x-sb-original-partition"
-#define SB__DLQ_H_ORIG_OFFSET  "x-sb-original-offset"
-#define SB__DLQ_H_REPLAY_COUNT "x-sb-replay-count"
-#define SB__DLQ_H_REPLAYED_AT  "x-sb-replayed-at"
+#define SB__DLQ_H_ORIG_RKEY     "x-sb-original-routing-key"
+#define SB__DLQ_H_ORIG_TOPIC    "x-sb-original-topic"
+#define SB__DLQ_H_ORIG_PART     "x-sb-original-partition"
+#define SB__DLQ_H_ORIG_OFFSET   "x-sb-original-offset"
+#define SB__DLQ_H_REPLAY_COUNT  "x-sb-replay-count"
+#define SB__DLQ_H_REPLAYED_AT   "x-sb-replayed-at"
 
 typedef enum sb__dlq_transport {
     SB__DLQ_TX_UNKNOWN = 0,
@@ -198,8 +198,8 @@ const sb__dlq_list_t *sb__dlq_record_headers_const(const sb__dlq_record_t *r);
  * SB__DLQ_MAX_DEPTH. *added (may be NULL) gets the stored value, valid until the list
  * changes again. SB_EOK; SB_EINVAL for an unknown type; SB_ERANGE; SB_ETOOBIG for nesting;
  * SB_ENOMEM (list unchanged). */
-int sb__dlq_list_add(sb__dlq_list_t *l, const char *name, size_t name_len,
-                     const sb__dlq_value_t *v, sb__dlq_value_t **added);
+int sb__dlq_list_add(sb__dlq_list_t *l, const char *name, size_t name_len, const sb__dlq_value_t *v,
+                     sb__dlq_value_t **added);
 /* Shorthands: integers of any integer type (range-checked), byte strings ("S", "x", "K";
  * p NULL for a null "K"), and an empty "F" or "A" whose list *child (may be NULL) receives
  * (valid until l changes). Same returns as sb__dlq_list_add. */
@@ -207,8 +207,7 @@ int sb__dlq_list_add_int(sb__dlq_list_t *l, const char *name, char type, int64_t
 int sb__dlq_list_add_uint(sb__dlq_list_t *l, const char *name, char type, uint64_t v);
 int sb__dlq_list_add_bytes(sb__dlq_list_t *l, const char *name, char type, const char *p,
                            size_t len);
-int sb__dlq_list_add_list(sb__dlq_list_t *l, const char *name, char type,
-                          sb__dlq_list_t **child);
+int sb__dlq_list_add_list(sb__dlq_list_t *l, const char *name, char type, sb__dlq_list_t **child);
 /* Removes every field named `name`; returns how many. */
 size_t sb__dlq_list_remove(sb__dlq_list_t *l, const char *name);
 /* The first field named `name`, or NULL. */
@@ -261,8 +260,7 @@ const char *sb__dlq_record_event_type(const sb__dlq_record_t *r, size_t *len);
  * the body's top-level "Id" member (a JSON string, or a number as written). The result
  * points into the record, or into buf when an escaped JSON string had to be decoded (buf
  * of `size` bytes; a decoded id that does not fit counts as absent). NULL when none. */
-const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf,
-                                    size_t size);
+const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf, size_t size);
 
 /* The copy to publish when replaying r at wall-clock time now_us. It keeps everything
  * (body, properties, every header, including the x-sb-* failure headers, for the audit

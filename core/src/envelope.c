@@ -34,14 +34,21 @@ static int bad(sb_event_t *ev, int rc, const char *fmt, ...)
 static const char *jtype_name(sb__jtype_t t)
 {
     switch (t) {
-    case SB__JT_OBJECT: return "an object";
-    case SB__JT_ARRAY: return "an array";
-    case SB__JT_STRING: return "a string";
-    case SB__JT_NUMBER: return "a number";
+    case SB__JT_OBJECT:
+        return "an object";
+    case SB__JT_ARRAY:
+        return "an array";
+    case SB__JT_STRING:
+        return "a string";
+    case SB__JT_NUMBER:
+        return "a number";
     case SB__JT_TRUE:
-    case SB__JT_FALSE: return "a boolean";
-    case SB__JT_NULL: return "null";
-    default: return "nothing";
+    case SB__JT_FALSE:
+        return "a boolean";
+    case SB__JT_NULL:
+        return "null";
+    default:
+        return "nothing";
     }
 }
 
@@ -52,8 +59,8 @@ static const char *dup(sb_event_t *ev, const char *s, size_t n)
 
 /* A top-level string member, decoded into the arena. 1 found, 0 absent, -1 wrong type,
  * -2 out of memory (ev->error set). */
-static int member_str(sb_event_t *ev, const sb__jindex_t *idx, const char *name,
-                      const char **out, size_t *len)
+static int member_str(sb_event_t *ev, const sb__jindex_t *idx, const char *name, const char **out,
+                      size_t *len)
 {
     const sb__jfield_t *f = sb__jindex_find(idx, name, strlen(name));
     if (!f || f->type == SB__JT_NULL)
@@ -164,8 +171,7 @@ static bool traceparent_ok(const char *s, size_t n)
     return !zero;
 }
 
-static int set_trace(sb_event_t *ev, const char *tp, size_t tp_len, const char *ts,
-                     size_t ts_len)
+static int set_trace(sb_event_t *ev, const char *tp, size_t tp_len, const char *ts, size_t ts_len)
 {
     if (tp && traceparent_ok(tp, tp_len)) {
         if (!(ev->traceparent = dup(ev, tp, tp_len)))
@@ -238,8 +244,7 @@ static int set_type(sb_event_t *ev, const char *t, size_t n)
     return SB_EOK;
 }
 
-static int decode_native(const sb__envelope_opts_t *o, const sb__intake_msg_t *m,
-                         sb_event_t *ev)
+static int decode_native(const sb__envelope_opts_t *o, const sb__intake_msg_t *m, sb_event_t *ev)
 {
     int rc;
     ev->kind = SB__ENV_NATIVE;
@@ -308,8 +313,7 @@ static int decode_native(const sb__envelope_opts_t *o, const sb__intake_msg_t *m
         return r == -2 ? SB_ENOMEM : SB_EDECODE;
     if (r > 0) {
         if (sb__datetime_parse(cd, cdl, true, &ev->creation_us, NULL) != 0)
-            return bad(ev, SB_EDECODE,
-                       "CreationDate \"%.64s\" is not an ISO-8601 date-time", cd);
+            return bad(ev, SB_EDECODE, "CreationDate \"%.64s\" is not an ISO-8601 date-time", cd);
         ev->creation_date = cd;
     }
     const sb__header_t *tp = header(m, "traceparent"), *ts = header(m, "tracestate");
@@ -317,15 +321,14 @@ static int decode_native(const sb__envelope_opts_t *o, const sb__intake_msg_t *m
                      ts ? ts->value_len : 0);
 }
 
-static int ce_attr(sb_event_t *ev, const sb__intake_msg_t *m, const char *attr,
-                   const char **out, bool required)
+static int ce_attr(sb_event_t *ev, const sb__intake_msg_t *m, const char *attr, const char **out,
+                   bool required)
 {
     const sb__header_t *h = ce_header(m, attr);
     if (!h || h->value_len == 0) {
         if (required)
             return bad(ev, SB_EDECODE,
-                       "CloudEvents binary-mode message lacks the required attribute \"%s\"",
-                       attr);
+                       "CloudEvents binary-mode message lacks the required attribute \"%s\"", attr);
         return SB_EOK;
     }
     if (!(*out = dup(ev, h->value, h->value_len)))

@@ -10,8 +10,8 @@
 const char *sb_strerror(int err)
 {
     switch (err) {
-#define SB__ERR_TEXT(name, value, text)                                                    \
-    case (value):                                                                          \
+#define SB__ERR_TEXT(name, value, text)                                                            \
+    case (value):                                                                                  \
         return text;
         SB_ERROR_LIST(SB__ERR_TEXT)
 #undef SB__ERR_TEXT
@@ -23,8 +23,8 @@ const char *sb_strerror(int err)
 const char *sb_err_name(int err)
 {
     switch (err) {
-#define SB__ERR_NAME(name, value, text)                                                    \
-    case (value):                                                                          \
+#define SB__ERR_NAME(name, value, text)                                                            \
+    case (value):                                                                                  \
         return "SB_E" #name;
         SB_ERROR_LIST(SB__ERR_NAME)
 #undef SB__ERR_NAME

@@ -73,8 +73,7 @@ json_t *sb__event_json(sb_event_t *ev)
     }
     if (!ev->json) {
         ev->json_state = -1;
-        snprintf(ev->error, sizeof ev->error, "invalid JSON at byte %d: %s", je.position,
-                 je.text);
+        snprintf(ev->error, sizeof ev->error, "invalid JSON at byte %d: %s", je.position, je.text);
         return NULL;
     }
     ev->json_state = 1;

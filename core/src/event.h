@@ -20,8 +20,8 @@
 #include "jscan.h"
 
 typedef enum sb__envelope_kind {
-    SB__ENV_NATIVE = 0,      /* .NET EventBus style: the body is the event object */
-    SB__ENV_CE_BINARY = 1,   /* CloudEvents 1.0 binary mode: attributes in headers */
+    SB__ENV_NATIVE = 0,        /* .NET EventBus style: the body is the event object */
+    SB__ENV_CE_BINARY = 1,     /* CloudEvents 1.0 binary mode: attributes in headers */
     SB__ENV_CE_STRUCTURED = 2, /* CloudEvents 1.0 structured mode: application/cloudevents+json */
 } sb__envelope_kind_t;
 
@@ -75,8 +75,8 @@ struct sb_event {
     unsigned max_depth;
     unsigned attempt; /* 1 for the first delivery */
     const sb__intake_msg_t *msg;
-    json_t *json;   /* built on demand */
-    int json_state; /* 0 not built, 1 built, -1 failed */
+    json_t *json;       /* built on demand */
+    int json_state;     /* 0 not built, 1 built, -1 failed */
     sb__jindex_t index; /* top-level members of the payload, when it is an object */
     sb__arena_t arena;
     char error[256];

@@ -29,8 +29,7 @@ int sb__intake_new(const sb__intake_opts_t *opts, sb__intake_t **out)
     if (!in)
         return SB_ENOMEM;
     in->opts = *opts;
-    if (opts->envelope.type_field &&
-        !(in->type_field = sb_strdup(opts->envelope.type_field)))
+    if (opts->envelope.type_field && !(in->type_field = sb_strdup(opts->envelope.type_field)))
         goto err;
     in->opts.envelope.type_field = in->type_field;
     if (sb__router_new(&in->handlers) != SB_EOK || sb__router_new(&in->schemas) != SB_EOK ||
@@ -60,8 +59,8 @@ int sb__intake_bind_handler(sb__intake_t *in, const char *pattern, void *target,
     return sb__router_add(in->handlers, pattern, target, errstr, errstr_size);
 }
 
-int sb__intake_bind_schema(sb__intake_t *in, const char *pattern, const char *path,
-                           char *errstr, size_t errstr_size)
+int sb__intake_bind_schema(sb__intake_t *in, const char *pattern, const char *path, char *errstr,
+                           size_t errstr_size)
 {
     const sb__schema_t *sc;
     int rc = sb__schema_load(in->schema_set, path, &sc, errstr, errstr_size);
@@ -134,8 +133,8 @@ static int validate(sb__intake_t *in, sb_event_t *ev, sb__verdict_t *v, bool *va
     void *found[MAX_SCHEMAS_PER_EVENT];
     size_t n = 0;
     *valid = true;
-    int rc = sb__router_match(in->schemas, ev->type, ev->type_len, found,
-                              MAX_SCHEMAS_PER_EVENT, &n);
+    int rc =
+        sb__router_match(in->schemas, ev->type, ev->type_len, found, MAX_SCHEMAS_PER_EVENT, &n);
     if (rc == SB_ERANGE)
         n = MAX_SCHEMAS_PER_EVENT;
     else if (rc != SB_EOK)
@@ -160,8 +159,7 @@ static int validate(sb__intake_t *in, sb_event_t *ev, sb__verdict_t *v, bool *va
         v->error[0] = '\0';
         for (size_t k = 0; k < ne && off < sizeof v->error; k++) {
             int w = snprintf(v->error + off, sizeof v->error - off, "%s%s: %s", k ? "; " : "",
-                             errs[k].pointer[0] ? errs[k].pointer : "(root)",
-                             errs[k].message);
+                             errs[k].pointer[0] ? errs[k].pointer : "(root)", errs[k].message);
             if (w < 0)
                 break;
             off += (size_t)w;
@@ -197,13 +195,13 @@ int sb__intake_process(sb__intake_t *in, const sb__intake_msg_t *msg, sb_event_t
         return SB_EOK;
     }
     size_t n = 0;
-    rc = sb__router_match(in->handlers, ev->type, ev->type_len, v->targets,
-                          SB__INTAKE_MAX_TARGETS, &n);
+    rc = sb__router_match(in->handlers, ev->type, ev->type_len, v->targets, SB__INTAKE_MAX_TARGETS,
+                          &n);
     if (rc == SB_ERANGE) {
         in->stats.unroutable++;
         set_verdict(v, SB__VERDICT_DEAD_LETTER, "unroutable",
-                    "event type \"%s\" matches %zu handlers, at most %d are supported", ev->type,
-                    n, SB__INTAKE_MAX_TARGETS);
+                    "event type \"%s\" matches %zu handlers, at most %d are supported", ev->type, n,
+                    SB__INTAKE_MAX_TARGETS);
         return SB_EOK;
     }
     if (rc != SB_EOK || n == 0) {

@@ -66,8 +66,8 @@ int sb__intake_bind_handler(sb__intake_t *in, const char *pattern, void *target,
 
 /* Binds events whose type matches `pattern` to the schema in file `path`, compiled now.
  * An event matching several schema bindings must satisfy all of them. */
-int sb__intake_bind_schema(sb__intake_t *in, const char *pattern, const char *path,
-                           char *errstr, size_t errstr_size);
+int sb__intake_bind_schema(sb__intake_t *in, const char *pattern, const char *path, char *errstr,
+                           size_t errstr_size);
 
 /* Decides what to do with one message. `ev` (init'ed by the caller, reused across calls)
  * receives the decoded event, which borrows `msg`. Returns SB_EOK with *v filled, or

@@ -140,8 +140,8 @@ static int scan_string(scan_t *s, const char **start, uint32_t *len, uint8_t *es
                 }
                 continue;
             }
-            if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                e == 'r' || e == 't') {
+            if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' || e == 'r' ||
+                e == 't') {
                 q += 2;
                 continue;
             }
@@ -264,11 +264,21 @@ size_t sb__junescape(const char *s, size_t len, char *out)
         char e = s[i + 1];
         i += 2;
         switch (e) {
-        case 'b': out[o++] = '\b'; break;
-        case 'f': out[o++] = '\f'; break;
-        case 'n': out[o++] = '\n'; break;
-        case 'r': out[o++] = '\r'; break;
-        case 't': out[o++] = '\t'; break;
+        case 'b':
+            out[o++] = '\b';
+            break;
+        case 'f':
+            out[o++] = '\f';
+            break;
+        case 'n':
+            out[o++] = '\n';
+            break;
+        case 'r':
+            out[o++] = '\r';
+            break;
+        case 't':
+            out[o++] = '\t';
+            break;
         case 'u': {
             unsigned cp = 0;
             for (int k = 0; k < 4; k++)
@@ -298,7 +308,9 @@ size_t sb__junescape(const char *s, size_t len, char *out)
             }
             break;
         }
-        default: out[o++] = e; break; /* " \ / */
+        default:
+            out[o++] = e;
+            break; /* " \ / */
         }
     }
     return o;
@@ -378,8 +390,8 @@ const sb__jfield_t *sb__jindex_find(const sb__jindex_t *idx, const char *name, s
     return NULL;
 }
 
-int sb__jscan(const char *buf, size_t len, unsigned max_depth, sb__jindex_t *idx,
-              sb__jtype_t *root, char *err, size_t err_size)
+int sb__jscan(const char *buf, size_t len, unsigned max_depth, sb__jindex_t *idx, sb__jtype_t *root,
+              char *err, size_t err_size)
 {
     scan_t s = {.buf = buf, .p = buf, .end = buf + len, .err = err, .err_size = err_size};
     /* Container kinds by depth: bit set = object. */

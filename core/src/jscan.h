@@ -50,8 +50,8 @@ typedef struct sb__jindex {
 /* Validates buf[0..len) as one JSON text and, when the root is an object and idx is not
  * NULL, indexes its members. max_depth counts nested containers (the root object is 1).
  * Returns SB_EOK, or SB_EDECODE with "byte N: reason" in err. *root gets the root type. */
-int sb__jscan(const char *buf, size_t len, unsigned max_depth, sb__jindex_t *idx,
-              sb__jtype_t *root, char *err, size_t err_size);
+int sb__jscan(const char *buf, size_t len, unsigned max_depth, sb__jindex_t *idx, sb__jtype_t *root,
+              char *err, size_t err_size);
 
 /* Finds a top-level member by its decoded name. NULL when absent (or beyond the index). */
 const sb__jfield_t *sb__jindex_find(const sb__jindex_t *idx, const char *name, size_t name_len);

@@ -22,14 +22,14 @@
 #include "switchboard/error.h"
 #include "log.h"
 
-#define MSG_CAP       (16u * 1024u) /* bytes of message text kept */
-#define VALUE_CAP     (4u * 1024u)  /* bytes of a field value kept */
-#define KEY_CAP       128u          /* bytes of a field name kept */
-#define KV_MAX        32u           /* extra pairs accepted by sb__logkv() */
-#define SECRET_MIN    4u
-#define MASK          "********"
-#define TRUNC_MARK    "\xe2\x80\xa6" /* U+2026, appended to truncated strings */
-#define REPLACEMENT   "\xef\xbf\xbd" /* U+FFFD */
+#define MSG_CAP     (16u * 1024u) /* bytes of message text kept */
+#define VALUE_CAP   (4u * 1024u)  /* bytes of a field value kept */
+#define KEY_CAP     128u          /* bytes of a field name kept */
+#define KV_MAX      32u           /* extra pairs accepted by sb__logkv() */
+#define SECRET_MIN  4u
+#define MASK        "********"
+#define TRUNC_MARK  "\xe2\x80\xa6" /* U+2026, appended to truncated strings */
+#define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
 
 static atomic_int g_level = SB_LOG_INFO;
 static pthread_rwlock_t g_conf_lock = PTHREAD_RWLOCK_INITIALIZER; /* format, out, secrets */
@@ -158,8 +158,8 @@ static size_t secret_at(const char *s, size_t n)
 
 static int url_stop(unsigned char c)
 {
-    return c <= 0x20 || c == 0x7F || c == '/' || c == '?' || c == '#' || c == '"' ||
-           c == '\'' || c == '<' || c == '>' || c == '\\';
+    return c <= 0x20 || c == 0x7F || c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' ||
+           c == '<' || c == '>' || c == '\\';
 }
 
 /* `s[0..n)` starts right after a "://". If the authority carries a password

@@ -61,8 +61,7 @@ static int read_delay(const char *key, const json_t *v, uint64_t *out, char *err
         sb__mod_err(errstr, errstr_size, MOD ": delay: %s", why);
         return SB_ECONFIG;
     }
-    sb__mod_err(errstr, errstr_size,
-                MOD ": %s must be %s", key,
+    sb__mod_err(errstr, errstr_size, MOD ": %s must be %s", key,
                 strcmp(key, "delay") ? "a non-negative integer of milliseconds"
                                      : "a duration such as 250ms or an integer of milliseconds");
     return SB_ECONFIG;
@@ -101,8 +100,7 @@ static int parse_config(const json_t *config, fail_inst_t *in, char *errstr, siz
         } else if (s && !strcmp(s, "probability")) {
             in->mode = MODE_PROBABILITY;
         } else {
-            sb__mod_err(errstr, errstr_size,
-                        MOD ": mode must be always, times or probability");
+            sb__mod_err(errstr, errstr_size, MOD ": mode must be always, times or probability");
             return SB_ECONFIG;
         }
     } else if (times && prob) {
@@ -245,10 +243,6 @@ static const sb_handler_def_t fail_handlers[] = {
 };
 
 const sb_module_t sb__mod_fail = {
-    SB_MODULE_HEADER,
-    .name = "fail",
-    .version = "1.0.0",
-    .handlers = fail_handlers,
-    .init = fail_init,
-    .shutdown = fail_shutdown,
+    SB_MODULE_HEADER,          .name = "fail",    .version = "1.0.0",
+    .handlers = fail_handlers, .init = fail_init, .shutdown = fail_shutdown,
 };

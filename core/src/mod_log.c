@@ -13,9 +13,9 @@
 #include "switchboard/error.h"
 #include "builtin_modules.h"
 
-#define MOD        "log"
-#define LINE_MAX_  2048 /* one log line */
-#define VALUE_MAX  256  /* one field's JSON in the line */
+#define MOD       "log"
+#define LINE_MAX_ 2048 /* one log line */
+#define VALUE_MAX 256  /* one field's JSON in the line */
 
 typedef struct log_inst {
     sb_log_level_t level;
@@ -28,8 +28,11 @@ static int parse_level(const char *s, sb_log_level_t *out)
     static const struct {
         const char *name;
         sb_log_level_t level;
-    } levels[] = {{"debug", SB_LOG_DEBUG}, {"info", SB_LOG_INFO},   {"warn", SB_LOG_WARN},
-                  {"warning", SB_LOG_WARN}, {"error", SB_LOG_ERROR}};
+    } levels[] = {{"debug", SB_LOG_DEBUG},
+                  {"info", SB_LOG_INFO},
+                  {"warn", SB_LOG_WARN},
+                  {"warning", SB_LOG_WARN},
+                  {"error", SB_LOG_ERROR}};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
         if (!strcmp(s, levels[i].name)) {
             *out = levels[i].level;
@@ -55,8 +58,7 @@ static int log_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
     if (lv) {
         const char *s = json_string_value(lv);
         if (!s || parse_level(s, &in->level) != 0) {
-            sb__mod_err(errstr, errstr_size,
-                        MOD ": level must be one of debug, info, warn, error");
+            sb__mod_err(errstr, errstr_size, MOD ": level must be one of debug, info, warn, error");
             rc = SB_ECONFIG;
             goto err;
         }
@@ -123,8 +125,7 @@ static sb_outcome_t log_event(sb_context_t *ctx, const sb_event_t *ev, void *ud)
     if (in && in->n_fields) {
         const json_t *body = sb_event_json(ev);
         for (size_t i = 0; i < in->n_fields; i++) {
-            const json_t *v = json_is_object(body) ? json_object_get(body, in->fields[i])
-                                                   : NULL;
+            const json_t *v = json_is_object(body) ? json_object_get(body, in->fields[i]) : NULL;
             append_field(line, &used, in->fields[i], v);
         }
     }
@@ -138,10 +139,6 @@ static const sb_handler_def_t log_handlers[] = {
 };
 
 const sb_module_t sb__mod_log = {
-    SB_MODULE_HEADER,
-    .name = "log",
-    .version = "1.0.0",
-    .handlers = log_handlers,
-    .init = log_init,
-    .shutdown = log_shutdown,
+    SB_MODULE_HEADER,         .name = "log",    .version = "1.0.0",
+    .handlers = log_handlers, .init = log_init, .shutdown = log_shutdown,
 };

@@ -70,8 +70,8 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
     }
     in->fd = -1;
     in->fsync = fs && json_is_true(fs);
-    rc = sb__mod_fields(MOD, json_object_get(config, "fields"), &in->fields, &in->n_fields,
-                        errstr, errstr_size);
+    rc = sb__mod_fields(MOD, json_object_get(config, "fields"), &in->fields, &in->n_fields, errstr,
+                        errstr_size);
     if (rc != SB_EOK)
         goto err;
     for (size_t i = 0; i < in->n_fields; i++) {
@@ -103,8 +103,7 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
         off_t size = lseek(rfd, 0, SEEK_END);
         if (size > 0 && pread(rfd, &last, 1, size - 1) == 1 && last != '\n' &&
             write(in->fd, "\n", 1) != 1) {
-            sb__mod_err(errstr, errstr_size, MOD ": cannot write to %s: %s", path,
-                        strerror(errno));
+            sb__mod_err(errstr, errstr_size, MOD ": cannot write to %s: %s", path, strerror(errno));
             close(rfd);
             rc = SB_EIO;
             goto err;
@@ -209,10 +208,7 @@ static const sb_handler_def_t record_handlers[] = {
 };
 
 const sb_module_t sb__mod_record = {
-    SB_MODULE_HEADER,
-    .name = "record",
-    .version = "1.0.0",
-    .handlers = record_handlers,
-    .init = record_init,
-    .shutdown = record_shutdown,
+    SB_MODULE_HEADER,    .name = "record",
+    .version = "1.0.0",  .handlers = record_handlers,
+    .init = record_init, .shutdown = record_shutdown,
 };

@@ -60,7 +60,8 @@ static int make_amqp(sb__pipeline_t *p, char *errstr, size_t n)
         .single_active_consumer = sb__config_bool(cfg, "transport.amqp.single_active_consumer"),
         .declare = sb__config_bool(cfg, "transport.amqp.declare"),
         .prefetch = (unsigned)sb__config_int(cfg, "transport.amqp.prefetch"),
-        .heartbeat_s = (unsigned)((sb__config_duration_ms(cfg, "transport.amqp.heartbeat") + 999) / 1000),
+        .heartbeat_s =
+            (unsigned)((sb__config_duration_ms(cfg, "transport.amqp.heartbeat") + 999) / 1000),
         .ca_file = sb__config_str(cfg, "transport.amqp.tls.ca_file"),
         .cert_file = sb__config_str(cfg, "transport.amqp.tls.cert_file"),
         .key_file = sb__config_str(cfg, "transport.amqp.tls.key_file"),
@@ -88,8 +89,8 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
         /* The dispatcher fills in its own sink argument when it is created, before any
          * delivery can happen. */
         int rc = sb__memtx_new(sb__runtime_base(p->rt), &o, sb__dispatcher_deliver, NULL, &p->tx);
-        return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory transport: %s",
-                                                sb_strerror(rc));
+        return rc == SB_EOK ? SB_EOK
+                            : sb__errf(errstr, n, rc, "memory transport: %s", sb_strerror(rc));
     }
     if (!strcmp(p->transport_kind, "amqp"))
         return make_amqp(p, errstr, n);
@@ -244,8 +245,7 @@ static int make_store(sb__pipeline_t *p, char *errstr, size_t n)
         gethostname(host, sizeof host - 1);
         snprintf(owner, sizeof owner, "%s:%ld", host, (long)getpid());
         int rc = sb__memstore_new(owner, 1000000, &p->store);
-        return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory store: %s",
-                                                sb_strerror(rc));
+        return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory store: %s", sb_strerror(rc));
     }
     if (!strcmp(kind, "redis")) {
         sb__redis_store_opts_t o = {
@@ -284,8 +284,9 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         goto err;
     unsigned max_inflight = (unsigned)sb__config_int(cfg, "service.max_inflight");
     if (sb__registry_has_blocking(p->reg) &&
-        (rc = sb__pool_new(sb__runtime_base(p->rt), (unsigned)sb__config_int(cfg, "service.workers"),
-                           max_inflight, &p->pool, errstr, n)) != SB_EOK)
+        (rc =
+             sb__pool_new(sb__runtime_base(p->rt), (unsigned)sb__config_int(cfg, "service.workers"),
+                          max_inflight, &p->pool, errstr, n)) != SB_EOK)
         goto err;
     if ((rc = make_store(p, errstr, n)) != SB_EOK || (rc = make_transport(p, errstr, n)) != SB_EOK)
         goto err;
@@ -293,8 +294,8 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
     sb__dispatcher_opts_t o = {
         .max_inflight = max_inflight,
         .consumer = sb__config_str(cfg, "service.name"),
-        .group = !strcmp(p->transport_kind, "kafka") ? kafka_group
-                                                     : sb__config_str(cfg, "service.name"),
+        .group =
+            !strcmp(p->transport_kind, "kafka") ? kafka_group : sb__config_str(cfg, "service.name"),
         .key_prefix = sb__config_str(cfg, "idempotency.redis.prefix"),
         .lease_ms = sb__config_duration_ms(cfg, "idempotency.redis.lease"),
         .done_ttl_ms = sb__config_duration_ms(cfg, "idempotency.redis.ttl"),
@@ -395,8 +396,8 @@ static json_t *admin_handlers(void *arg)
     return sb__metrics_handlers_json(((sb__pipeline_t *)arg)->reg);
 }
 
-int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token,
-                       sb__admin_t **out, char *errstr, size_t n)
+int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token, sb__admin_t **out,
+                       char *errstr, size_t n)
 {
     static const sb__admin_hooks_t hooks = {
         .ready = admin_ready, .metrics = admin_metrics, .handlers = admin_handlers};

@@ -43,8 +43,8 @@ void sb__pipeline_destroy(sb__pipeline_t *p);
 
 /* Serves the admin endpoints (/healthz, /readyz, /metrics, /handlers) for this pipeline on
  * its loop. `listen` is host:port; token may be NULL (then only loopback is allowed). */
-int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token,
-                       sb__admin_t **out, char *errstr, size_t errstr_size);
+int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token, sb__admin_t **out,
+                       char *errstr, size_t errstr_size);
 
 /* Applies log.level / log.format and registers every secret of cfg with the logger. */
 void sb__pipeline_configure_logging(const sb__config_t *cfg);

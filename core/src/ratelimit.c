@@ -50,10 +50,17 @@ int sb__ratelimit_parse(const char *s, uint64_t *n, uint64_t *period_us, char *e
     p = skip_blanks(p);
     uint64_t per;
     switch (*p) {
-    case 's': per = 1000000; break;
-    case 'm': per = 60000000; break;
-    case 'h': per = 3600000000ull; break;
-    default: goto bad;
+    case 's':
+        per = 1000000;
+        break;
+    case 'm':
+        per = 60000000;
+        break;
+    case 'h':
+        per = 3600000000ull;
+        break;
+    default:
+        goto bad;
     }
     p = skip_blanks(p + 1);
     if (*p)

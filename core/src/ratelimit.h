@@ -16,12 +16,12 @@
 #include <stdint.h>
 
 typedef struct sb__ratelimit {
-    uint64_t n;                 /* messages per period */
-    uint64_t inc_us, inc_rem;   /* period / n, as whole µs + remainder (in 1/n µs) */
-    uint64_t tau_us, tau_rem;   /* (burst - 1) * period / n */
+    uint64_t n;               /* messages per period */
+    uint64_t inc_us, inc_rem; /* period / n, as whole µs + remainder (in 1/n µs) */
+    uint64_t tau_us, tau_rem; /* (burst - 1) * period / n */
     int started;
-    int64_t tat_us;             /* theoretical arrival time of the next message */
-    uint64_t tat_rem;           /* + tat_rem / n µs */
+    int64_t tat_us;   /* theoretical arrival time of the next message */
+    uint64_t tat_rem; /* + tat_rem / n µs */
 } sb__ratelimit_t;
 
 /* Parses "N/s", "N/m" or "N/h" (N an integer from 1 to 1,000,000,000; blanks around the

@@ -70,8 +70,8 @@ size_t sb__registry_patterns(const sb__registry_t *r, const char *const **out)
     return r->n_patterns;
 }
 
-static int find_module(sb__registry_t *r, const char *name, const sb_module_t **out,
-                       char *errstr, size_t n)
+static int find_module(sb__registry_t *r, const char *name, const sb_module_t **out, char *errstr,
+                       size_t n)
 {
     if (!strchr(name, '/')) {
         for (const sb_module_t *const *b = sb__builtin_modules; *b; b++)
@@ -113,8 +113,8 @@ static int check_patterns(const char *inst, const char *const *bind, const sb_mo
     if (bind) {
         for (size_t i = 0; bind[i] && rc == SB_EOK; i++)
             if ((rc = sb__router_add(rt, bind[i], &dummy, why, sizeof why)) != SB_EOK)
-                sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\": bind pattern \"%s\": %s",
-                         inst, bind[i], why);
+                sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\": bind pattern \"%s\": %s", inst,
+                         bind[i], why);
     } else {
         for (const sb_handler_def_t *h = d->handlers; h->name && rc == SB_EOK; h++)
             if ((rc = sb__router_add(rt, h->pattern, &dummy, why, sizeof why)) != SB_EOK)
@@ -137,8 +137,7 @@ int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__int
         size_t l = strlen(spec->name);
         if (!strncmp(r->handlers[i]->name, spec->name, l) &&
             (r->handlers[i]->name[l] == '\0' || r->handlers[i]->name[l] == '.'))
-            return sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\" is declared twice",
-                            spec->name);
+            return sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\" is declared twice", spec->name);
     }
     if ((rc = check_patterns(spec->name, spec->bind, d, errstr, n)) != SB_EOK)
         return rc;
@@ -220,8 +219,7 @@ int sb__registry_load(sb__registry_t *r, const sb__config_t *cfg, sb__intake_t *
         json_t *bind = json_object_get(e, "bind");
         const char *patterns[65];
         if (json_array_size(bind) > 64)
-            return sb__errf(errstr, n, SB_ECONFIG, "handlers[%zu].bind: at most 64 patterns",
-                            i);
+            return sb__errf(errstr, n, SB_ECONFIG, "handlers[%zu].bind: at most 64 patterns", i);
         if (json_array_size(bind) > 0) {
             size_t k;
             json_t *p;

@@ -22,9 +22,9 @@
 typedef struct sb__registry sb__registry_t;
 
 typedef struct sb__instance_spec {
-    const char *name;   /* instance name */
-    const char *module; /* built-in name, or a path to a .so (contains '/') */
-    json_t *config;     /* the module's subtree, borrowed for the call; may be NULL */
+    const char *name;        /* instance name */
+    const char *module;      /* built-in name, or a path to a .so (contains '/') */
+    json_t *config;          /* the module's subtree, borrowed for the call; may be NULL */
     const char *const *bind; /* NULL-terminated patterns, or NULL: module defaults */
     bool blocking;
     uint64_t timeout_ms;

@@ -26,10 +26,10 @@
 #include "router.h"
 
 struct rnode {
-    uint64_t mark;         /* step generation in which the node last joined an active set */
-    struct rnode *star;    /* child through `*`, or NULL */
-    struct rnode *hash;    /* child through `#`, or NULL */
-    uint32_t *binds;       /* target indices bound at this node, in insertion order */
+    uint64_t mark;      /* step generation in which the node last joined an active set */
+    struct rnode *star; /* child through `*`, or NULL */
+    struct rnode *hash; /* child through `#`, or NULL */
+    uint32_t *binds;    /* target indices bound at this node, in insertion order */
     uint32_t n_binds;
     uint32_t cap_binds;
     uint32_t id;           /* creation index, mixed into the edge hash */
@@ -430,7 +430,9 @@ int sb__router_add(sb__router_t *r, const char *pattern, void *target, char *err
 {
     if (!r || !pattern || !target) {
         set_err(errstr, errstr_size, "router_add: %s is NULL",
-                !r ? "router" : !pattern ? "pattern" : "target");
+                !r         ? "router"
+                : !pattern ? "pattern"
+                           : "target");
         return SB_EINVAL;
     }
     struct word w[SB__ROUTER_MAX_WORDS];
@@ -578,8 +580,8 @@ static void sort_indices(uint32_t *a, size_t n)
     }
 }
 
-int sb__router_match(sb__router_t *r, const char *key, size_t key_len, void **out,
-                     size_t out_cap, size_t *n_out)
+int sb__router_match(sb__router_t *r, const char *key, size_t key_len, void **out, size_t out_cap,
+                     size_t *n_out)
 {
     *n_out = 0;
     if (!key && key_len)

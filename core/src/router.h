@@ -55,8 +55,8 @@ int sb__router_add(sb__router_t *r, const char *pattern, void *target, char *err
  * than SB__ROUTER_MAX_WORDS words; SB_EINVAL for a NULL key with key_len > 0.
  * Zero matches is SB_EOK with *n_out = 0: the unroutable policy is the caller's. Cost grows
  * with the key's word count times the active trie states, not with the number of bindings. */
-int sb__router_match(sb__router_t *r, const char *key, size_t key_len, void **out,
-                     size_t out_cap, size_t *n_out);
+int sb__router_match(sb__router_t *r, const char *key, size_t key_len, void **out, size_t out_cap,
+                     size_t *n_out);
 
 /* Number of distinct (pattern, target) bindings. */
 size_t sb__router_size(const sb__router_t *r);

@@ -97,8 +97,8 @@ static void finish_all(sb__runtime_t *rt, int status)
         if (rt->parts[i].p.finish)
             rt->parts[i].p.finish(rt->parts[i].arg);
     rt->status = status;
-    sb__log_fields(SB_LOG_INFO, &log_fields, (sb__log_kv_t[]){SB__KV_I("exit_status", status)},
-                   1, "shutdown complete");
+    sb__log_fields(SB_LOG_INFO, &log_fields, (sb__log_kv_t[]){SB__KV_I("exit_status", status)}, 1,
+                   "shutdown complete");
     event_base_loopbreak(rt->base);
 }
 
@@ -111,10 +111,10 @@ static void check_drained(sb__runtime_t *rt)
 static void begin_shutdown(sb__runtime_t *rt, const char *reason)
 {
     atomic_store(&rt->state, ST_DRAINING);
-    sb__log_fields(SB_LOG_INFO, &log_fields,
-                   (sb__log_kv_t[]){SB__KV_S("reason", reason),
-                                    SB__KV_I("timeout_ms", rt->timeout_ms)},
-                   2, "shutdown requested");
+    sb__log_fields(
+        SB_LOG_INFO, &log_fields,
+        (sb__log_kv_t[]){SB__KV_S("reason", reason), SB__KV_I("timeout_ms", rt->timeout_ms)}, 2,
+        "shutdown requested");
     for (size_t i = 0; i < rt->nparts; i++)
         if (rt->parts[i].p.stop_intake)
             rt->parts[i].p.stop_intake(rt->parts[i].arg);
@@ -170,10 +170,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         finish_all(rt, SB__RUNTIME_EXIT_OK);
         return;
     }
-    sb__log_fields(SB_LOG_WARN, &log_fields,
-                   (sb__log_kv_t[]){SB__KV_I("inflight", left),
-                                    SB__KV_I("timeout_ms", rt->timeout_ms)},
-                   2, "shutdown timeout expired with messages in flight");
+    sb__log_fields(
+        SB_LOG_WARN, &log_fields,
+        (sb__log_kv_t[]){SB__KV_I("inflight", left), SB__KV_I("timeout_ms", rt->timeout_ms)}, 2,
+        "shutdown timeout expired with messages in flight");
     finish_all(rt, SB__RUNTIME_EXIT_TIMEOUT);
 }
 
@@ -262,8 +262,8 @@ void sb__runtime_destroy(sb__runtime_t *rt)
 {
     if (!rt)
         return;
-    struct event *evs[] = {rt->sig_int, rt->sig_term,    rt->stop_ev,
-                           rt->poke_ev, rt->tick_ev, rt->deadline_ev};
+    struct event *evs[] = {rt->sig_int, rt->sig_term, rt->stop_ev,
+                           rt->poke_ev, rt->tick_ev,  rt->deadline_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -311,8 +311,7 @@ bool sb__runtime_stopping(const sb__runtime_t *rt)
     return atomic_load(&rt->state) != ST_RUNNING;
 }
 
-int sb__runtime_add_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p,
-                                void *arg)
+int sb__runtime_add_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p, void *arg)
 {
     if (!rt || !p)
         return SB_EINVAL;
@@ -332,15 +331,14 @@ int sb__runtime_add_participant(sb__runtime_t *rt, const sb__runtime_participant
     return SB_EOK;
 }
 
-int sb__runtime_remove_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p,
-                                   void *arg)
+int sb__runtime_remove_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p, void *arg)
 {
     if (!rt || !p)
         return SB_EINVAL;
     for (size_t i = 0; i < rt->nparts; i++) {
         const participant_t *q = &rt->parts[i];
-        if (q->arg == arg && q->p.stop_intake == p->stop_intake &&
-            q->p.inflight == p->inflight && q->p.finish == p->finish) {
+        if (q->arg == arg && q->p.stop_intake == p->stop_intake && q->p.inflight == p->inflight &&
+            q->p.finish == p->finish) {
             memmove(&rt->parts[i], &rt->parts[i + 1], (rt->nparts - i - 1) * sizeof *q);
             rt->nparts--;
             return SB_EOK;

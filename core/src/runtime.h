@@ -27,19 +27,19 @@ typedef struct sb__runtime sb__runtime_t;
 typedef struct sb__timer sb__timer_t;
 
 /* Exit statuses sb__runtime_run() returns. */
-#define SB__RUNTIME_EXIT_OK       0 /* graceful: in-flight work settled */
-#define SB__RUNTIME_EXIT_TIMEOUT  1 /* shutdown_timeout expired with work in flight */
-#define SB__RUNTIME_EXIT_FAILURE  1 /* the loop itself failed */
+#define SB__RUNTIME_EXIT_OK      0 /* graceful: in-flight work settled */
+#define SB__RUNTIME_EXIT_TIMEOUT 1 /* shutdown_timeout expired with work in flight */
+#define SB__RUNTIME_EXIT_FAILURE 1 /* the loop itself failed */
 /* After a second signal: 128 + the signal number (130 for SIGINT, 143 for SIGTERM). */
 
 /* Hooks of a component that takes part in graceful shutdown. Every member may be NULL. The
  * struct is copied; `arg` is passed back to each hook. All hooks run on the loop thread and
  * must not block on I/O. */
 typedef struct sb__runtime_participant {
-    const char *name;                /* for logs; borrowed, must outlive the registration */
-    void (*stop_intake)(void *arg);  /* once, when shutdown begins: stop consuming */
-    size_t (*inflight)(void *arg);   /* messages received but not yet settled */
-    void (*finish)(void *arg);       /* once, after drain or timeout: flush, commit, close */
+    const char *name;               /* for logs; borrowed, must outlive the registration */
+    void (*stop_intake)(void *arg); /* once, when shutdown begins: stop consuming */
+    size_t (*inflight)(void *arg);  /* messages received but not yet settled */
+    void (*finish)(void *arg);      /* once, after drain or timeout: flush, commit, close */
 } sb__runtime_participant_t;
 
 typedef void (*sb__timer_cb)(sb__timer_t *t, void *arg);
@@ -76,8 +76,7 @@ bool sb__runtime_stopping(const sb__runtime_t *rt);
 
 /* Registers a participant. SB_EOK, SB_EINVAL (NULL), SB_ENOMEM, or SB_ESTATE once shutdown
  * has begun. */
-int sb__runtime_add_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p,
-                                void *arg);
+int sb__runtime_add_participant(sb__runtime_t *rt, const sb__runtime_participant_t *p, void *arg);
 
 /* Unregisters the participant added with the same hooks table pointer's contents and arg.
  * SB_EOK or SB_ENOTFOUND. Not from inside one of the participant hooks. */

@@ -77,7 +77,7 @@ struct sb__schema {
     bool is_false;        /* the `false` schema */
     bool has_re;
     bool has_minlen, has_maxlen;
-    unsigned types; /* T_* bits; 0 = any */
+    unsigned types;              /* T_* bits; 0 = any */
     unsigned char type_order[8]; /* type_names indexes as the schema lists them */
     unsigned char n_types;
     unsigned bounds; /* B_* bits */
@@ -613,10 +613,9 @@ typedef struct {
     int depth;
 } cctx_t;
 
-static int cerr(cctx_t *cx, const struct doc *d, const path_t *at, int code, const char *fmt,
-                ...) SB_PRINTF(5, 6);
-static int cerr(cctx_t *cx, const struct doc *d, const path_t *at, int code, const char *fmt,
-                ...)
+static int cerr(cctx_t *cx, const struct doc *d, const path_t *at, int code, const char *fmt, ...)
+    SB_PRINTF(5, 6);
+static int cerr(cctx_t *cx, const struct doc *d, const path_t *at, int code, const char *fmt, ...)
 {
     if (!cx->errstr || !cx->n)
         return code;
@@ -738,8 +737,7 @@ static int compile_ref(cctx_t *cx, struct doc *d, const char *ref, const path_t 
         return cerr(cx, d, at, SB_ESCHEMA, "$ref \"%s\": malformed fragment", ref);
     if (ptr[0] && ptr[0] != '/')
         return cerr(cx, d, at, SB_ESCHEMA,
-                    "$ref \"%s\": only JSON pointer fragments are supported ($anchor is not)",
-                    ref);
+                    "$ref \"%s\": only JSON pointer fragments are supported ($anchor is not)", ref);
     const json_t *target = resolve_pointer(td->root, ptr);
     if (!target)
         return cerr(cx, d, at, SB_ESCHEMA, "$ref \"%s\" points to nothing", ref);
@@ -747,8 +745,7 @@ static int compile_ref(cctx_t *cx, struct doc *d, const char *ref, const path_t 
     return compile_node(cx, td, target, &tat, out);
 }
 
-static int parse_type(cctx_t *cx, struct doc *d, const json_t *v, const path_t *at,
-                      sb__schema_t *n)
+static int parse_type(cctx_t *cx, struct doc *d, const json_t *v, const path_t *at, sb__schema_t *n)
 {
     size_t cnt = json_is_array(v) ? json_array_size(v) : 1;
     if (!json_is_string(v) && (!json_is_array(v) || cnt == 0))
@@ -772,8 +769,8 @@ static int parse_type(cctx_t *cx, struct doc *d, const json_t *v, const path_t *
     return SB_EOK;
 }
 
-static int parse_count(cctx_t *cx, struct doc *d, const json_t *v, const path_t *at,
-                       const char *kw, size_t *out)
+static int parse_count(cctx_t *cx, struct doc *d, const json_t *v, const path_t *at, const char *kw,
+                       size_t *out)
 {
     if (json_is_integer(v) && json_integer_value(v) >= 0) {
         *out = (size_t)json_integer_value(v);
@@ -795,9 +792,9 @@ static int prop_cmp(const void *a, const void *b)
 static bool is_annotation(const char *k)
 {
     static const char *const names[] = {
-        "$schema",  "$id",        "$comment",  "$anchor",          "$dynamicAnchor",
-        "$vocabulary", "title",   "description", "examples",       "default",
-        "deprecated", "readOnly", "writeOnly", "contentMediaType", "contentEncoding"};
+        "$schema",     "$id",      "$comment",    "$anchor",          "$dynamicAnchor",
+        "$vocabulary", "title",    "description", "examples",         "default",
+        "deprecated",  "readOnly", "writeOnly",   "contentMediaType", "contentEncoding"};
     if (!strncmp(k, "x-", 2))
         return true;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
@@ -1023,8 +1020,8 @@ static int compile_keyword(cctx_t *cx, struct doc *d, sb__schema_t *n, const cha
                         "\"%s\" must be a number (the boolean form of draft 4 is not "
                         "supported)",
                         k);
-        num_t *dst = bounds[i].bit == B_MIN   ? &n->min
-                     : bounds[i].bit == B_MAX ? &n->max
+        num_t *dst = bounds[i].bit == B_MIN    ? &n->min
+                     : bounds[i].bit == B_MAX  ? &n->max
                      : bounds[i].bit == B_XMIN ? &n->xmin
                                                : &n->xmax;
         *dst = num_of(v);
@@ -1180,8 +1177,8 @@ static int finish(cctx_t *cx, size_t n_docs, sb__schema_t *all, int rc, const st
     return rc;
 }
 
-int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **out,
-                    char *errstr, size_t n)
+int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **out, char *errstr,
+                    size_t n)
 {
     if (!s || !path || !out)
         return sb__errf(errstr, n, SB_EINVAL, "no schema path given");
@@ -1336,11 +1333,9 @@ static const prop_t *find_prop(const sb__schema_t *sc, const char *key)
     return NULL;
 }
 
-static void validate_node(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                          const path_t *at);
+static void validate_node(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at);
 
-static void validate_string(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                            const path_t *at)
+static void validate_string(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at)
 {
     const char *s = json_string_value(inst);
     size_t len = json_string_length(inst);
@@ -1387,8 +1382,7 @@ static void validate_string(vctx_t *v, const sb__schema_t *sc, const json_t *ins
     }
 }
 
-static void validate_number(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                            const path_t *at)
+static void validate_number(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at)
 {
     if ((sc->bounds & B_MIN) && cmp_num(inst, &sc->min) < 0)
         report_bound(v, at, inst, " is less than the minimum ", &sc->min);
@@ -1400,8 +1394,7 @@ static void validate_number(vctx_t *v, const sb__schema_t *sc, const json_t *ins
         report_bound(v, at, inst, " is not less than the exclusive maximum ", &sc->xmax);
 }
 
-static void validate_object(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                            const path_t *at)
+static void validate_object(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at)
 {
     for (size_t i = 0; i < sc->n_required && !v->stop; i++) {
         if (!json_object_get(inst, sc->required[i])) {
@@ -1437,8 +1430,7 @@ static void validate_object(vctx_t *v, const sb__schema_t *sc, const json_t *ins
     }
 }
 
-static void validate_enum(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                          const path_t *at)
+static void validate_enum(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at)
 {
     size_t n = json_array_size(sc->enum_);
     for (size_t i = 0; i < n; i++)
@@ -1457,8 +1449,7 @@ static void validate_enum(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
     report_end(v, w);
 }
 
-static void validate_node(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
-                          const path_t *at)
+static void validate_node(vctx_t *v, const sb__schema_t *sc, const json_t *inst, const path_t *at)
 {
     if (v->stop)
         return;
@@ -1510,8 +1501,8 @@ static void validate_node(vctx_t *v, const sb__schema_t *sc, const json_t *inst,
     v->depth--;
 }
 
-int sb__schema_validate(const sb__schema_t *sc, const json_t *instance,
-                        sb__schema_error_t *errs, size_t max_errs, size_t *n_errs)
+int sb__schema_validate(const sb__schema_t *sc, const json_t *instance, sb__schema_error_t *errs,
+                        size_t max_errs, size_t *n_errs)
 {
     if (n_errs)
         *n_errs = 0;

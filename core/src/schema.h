@@ -46,8 +46,8 @@ void sb__schema_set_destroy(sb__schema_set_t *s);
  * valid or supported schema), SB_ENOMEM; errstr (may be NULL) then names the file and the
  * schema location, e.g. `a.schema.json#/properties/x: unsupported keyword "oneOf"`. A
  * failed call leaves the set as it was before it. */
-int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **out,
-                    char *errstr, size_t n);
+int sb__schema_load(sb__schema_set_t *s, const char *path, const sb__schema_t **out, char *errstr,
+                    size_t n);
 
 /* Compiles an in-memory schema. The set takes its own reference to `schema` (the caller
  * keeps its own). Relative file references resolve against `base_dir`; with base_dir NULL
@@ -59,8 +59,8 @@ int sb__schema_compile_json(sb__schema_set_t *s, const json_t *schema, const cha
  * up to max_errs failures written to errs and their number to *n_errs (validation stops
  * once errs is full; max_errs 0 stops at the first failure and reports none); SB_EINVAL
  * on NULL arguments. Reads only; allocates nothing except inside regexec. Any thread. */
-int sb__schema_validate(const sb__schema_t *sc, const json_t *instance,
-                        sb__schema_error_t *errs, size_t max_errs, size_t *n_errs);
+int sb__schema_validate(const sb__schema_t *sc, const json_t *instance, sb__schema_error_t *errs,
+                        size_t max_errs, size_t *n_errs);
 
 /* `switchboard validate --schema FILE EVENT.json...` (cmd_validate.c). argc/argv are the
  * arguments after the word "validate". Prints `EVENT.json: valid` or one

@@ -21,10 +21,10 @@
 #include "log.h"
 #include "settle.h"
 
-#define HS_INLINE 4
+#define HS_INLINE     4
 #define BUSY_RETRY_MS 1000
 
-const char *const sb__dl_reasons[6] = {"decode", "schema", "unroutable",
+const char *const sb__dl_reasons[6] = {"decode",   "schema",       "unroutable",
                                        "rejected", "max-attempts", "timeout"};
 
 typedef enum hs_result {
@@ -51,10 +51,10 @@ struct sb__hstate {
     struct sb_context ctx;
     sb_pending_t *pending;
     struct event *timer;
-    const char *key;   /* idempotency key (slot arena), NULL without a store */
-    bool claimed;      /* we own the key: complete or release it */
-    bool on_worker;    /* the handler function is running on a worker thread */
-    bool waiting;      /* PENDING, not completed yet */
+    const char *key; /* idempotency key (slot arena), NULL without a store */
+    bool claimed;    /* we own the key: complete or release it */
+    bool on_worker;  /* the handler function is running on a worker thread */
+    bool waiting;    /* PENDING, not completed yet */
     bool timed_out;
     bool has_retry_after;
     sb_outcome_t outcome; /* written by the worker */
@@ -261,14 +261,14 @@ static void settle_dead_letter(sb__slot_t *s, const char *reason, const char *er
         settled_cb(s, rc);
 }
 
-static void settle_retry(sb__slot_t *s, uint64_t delay_ms, unsigned next_attempt,
-                         const char *why, const char *handler)
+static void settle_retry(sb__slot_t *s, uint64_t delay_ms, unsigned next_attempt, const char *why,
+                         const char *handler)
 {
     sb__dispatcher_t *dp = s->dp;
     sb__log_fields_t f;
     log_fields(s, handler, &f);
-    sb__log(SB_LOG_INFO, &f, "retry in %" PRIu64 " ms (attempt %u): %s", delay_ms,
-            next_attempt, why ? why : "");
+    sb__log(SB_LOG_INFO, &f, "retry in %" PRIu64 " ms (attempt %u): %s", delay_ms, next_attempt,
+            why ? why : "");
     dp->stats.retried++;
     s->how = SB__SETTLED_RETRY;
     notify(s, SB__SETTLED_RETRY, delay_ms, NULL, why, handler);
@@ -318,7 +318,8 @@ static void settle(sb__slot_t *s)
         }
     }
     if (reject) {
-        settle_dead_letter(s, "rejected", reject->reason[0] ? reject->reason : "rejected by the handler",
+        settle_dead_letter(s, "rejected",
+                           reject->reason[0] ? reject->reason : "rejected by the handler",
                            reject->h);
     } else if (exhausted) {
         char why[400];
@@ -349,18 +350,25 @@ static void count(sb__hstate_t *hs, hs_result_t r)
 {
     sb__handler_t *h = hs->h;
     switch (r) {
-    case R_OK: h->n_ok++; break;
+    case R_OK:
+        h->n_ok++;
+        break;
     case R_DUP:
         h->n_duplicates++;
         hs->slot->dp->stats.duplicates++;
         break;
-    case R_RETRY: h->n_retried++; break;
+    case R_RETRY:
+        h->n_retried++;
+        break;
     case R_TIMEOUT:
         h->n_timeouts++;
         h->n_retried++;
         break;
-    case R_REJECT: h->n_rejected++; break;
-    default: break;
+    case R_REJECT:
+        h->n_rejected++;
+        break;
+    default:
+        break;
     }
 }
 
@@ -431,8 +439,7 @@ static void pub_cb(void *arg, int status)
     }
     if (--hs->pubs_outstanding > 0)
         return;
-    if (hs->finish_after_pubs != R_NONE && hs->result == R_NONE && !hs->waiting &&
-        !hs->on_worker) {
+    if (hs->finish_after_pubs != R_NONE && hs->result == R_NONE && !hs->waiting && !hs->on_worker) {
         /* R_OK: the handler succeeded and its claim is still to complete; anything else:
          * the claim was settled already and only the publishes held the handler back. */
         hs_result_t r = hs->finish_after_pubs;
@@ -570,8 +577,7 @@ static void handle_outcome(sb__hstate_t *hs, sb_outcome_t out)
         arm_timeout(hs);
         return;
     default:
-        snprintf(hs->reason, sizeof hs->reason, "handler returned an invalid outcome %d",
-                 (int)out);
+        snprintf(hs->reason, sizeof hs->reason, "handler returned an invalid outcome %d", (int)out);
         finish_claim(hs, R_RETRY);
         return;
     }

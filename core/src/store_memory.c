@@ -172,8 +172,7 @@ static entry_t *our_lease(memstore_t *s, const char *key, uint64_t now)
     return NULL;
 }
 
-static int ms_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__claim_cb cb,
-                    void *arg)
+static int ms_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__claim_cb cb, void *arg)
 {
     return claim_idx((memstore_t *)st, 0, key, lease_ms, cb, arg);
 }
@@ -293,8 +292,8 @@ void sb__memstore_set_clock(sb__store_t *st, uint64_t (*now_ms)(void *), void *a
     s->now_arg = now_ms ? arg : NULL;
 }
 
-int sb__memstore_claim_as(sb__store_t *st, const char *owner, const char *key,
-                          uint64_t lease_ms, sb__claim_cb cb, void *arg)
+int sb__memstore_claim_as(sb__store_t *st, const char *owner, const char *key, uint64_t lease_ms,
+                          sb__claim_cb cb, void *arg)
 {
     memstore_t *s = as_memstore(st);
     if (!s || !owner)

@@ -36,9 +36,9 @@
 #include "store_redis.h"
 
 #define DEFAULT_MAX_OUTSTANDING 10000u
-#define DEFAULT_TIMEOUT_MS 5000u
-#define BACKOFF_MIN_MS 100u
-#define WATCHDOG_MS 250u
+#define DEFAULT_TIMEOUT_MS      5000u
+#define BACKOFF_MIN_MS          100u
+#define WATCHDOG_MS             250u
 
 enum { OP_CLAIM = 0, OP_COMPLETE = 1, OP_RELEASE = 2, OP_EXTEND = 3, N_OPS = 4 };
 enum { ST_DOWN = 0, ST_CONNECTING = 1, ST_UP = 2 };
@@ -99,8 +99,8 @@ struct rstore {
     sb__runtime_t *rt;
     struct event_base *evbase;
     sb__redis_url_t url;
-    char where[300];      /* host:port or the socket path, for logs */
-    char *owner;          /* "inprogress:<owner>" (owner starts at owner + 11) */
+    char where[300]; /* host:port or the socket path, for logs */
+    char *owner;     /* "inprogress:<owner>" (owner starts at owner + 11) */
     size_t owner_len;
     redisAsyncContext *ac; /* NULL while down */
     int state;
@@ -115,7 +115,7 @@ struct rstore {
     kent_t **kset;
     size_t kset_mask, kset_n;
     bool destroying;
-    bool outage_logged;  /* this outage was logged already */
+    bool outage_logged; /* this outage was logged already */
     bool reply_error_logged;
     void (*state_cb)(void *arg, bool up);
     void *state_arg;
@@ -202,8 +202,7 @@ int sb__redis_url_parse(const char *url, sb__redis_url_t *u, char *errstr, size_
                         "Redis URL: rediss:// (TLS) is not supported by this build's hiredis "
                         "0.14; see the README (Idempotency with Redis)");
     } else {
-        return sb__errf(errstr, n, SB_ECONFIG,
-                        "Redis URL must start with redis:// or unix://");
+        return sb__errf(errstr, n, SB_ECONFIG, "Redis URL must start with redis:// or unix://");
     }
     const char *end = p + strlen(p);
     const char *query = strchr(p, '?');
@@ -462,8 +461,12 @@ static int submit(rstore_t *s, req_t *r)
 {
     char ms[24];
     snprintf(ms, sizeof ms, "%" PRIu64, r->ms);
-    const char *argv[6] = {r->eval ? "EVAL" : "EVALSHA", r->eval ? scripts[r->op] : s->sha[r->op],
-                           "1", r->key, s->owner, ms};
+    const char *argv[6] = {r->eval ? "EVAL" : "EVALSHA",
+                           r->eval ? scripts[r->op] : s->sha[r->op],
+                           "1",
+                           r->key,
+                           s->owner,
+                           ms};
     size_t lens[6] = {strlen(argv[0]), strlen(argv[1]), 1, r->klen, s->owner_len, strlen(ms)};
     int argc = r->op == OP_RELEASE ? 5 : 6;
     if (!s->ac || s->state != ST_UP ||
@@ -690,8 +693,7 @@ static void watchdog_cb(sb__timer_t *t, void *arg)
 
 /* ---- operations ----------------------------------------------------------------------- */
 
-static int rs_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__claim_cb cb,
-                    void *arg)
+static int rs_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__claim_cb cb, void *arg)
 {
     rstore_t *s = (rstore_t *)st;
     if (!key || !lease_ms || !cb)

@@ -60,10 +60,10 @@ typedef struct sb__redis_url {
 int sb__redis_url_parse(const char *url, sb__redis_url_t *out, char *errstr, size_t errstr_size);
 
 typedef struct sb__redis_store_opts {
-    const char *url;         /* see above; required */
-    const char *password;    /* used when the URL carries none; NULL or "": no AUTH */
-    const char *owner;       /* this consumer's identity; NULL: "<host>:<pid>:<random>" */
-    size_t max_outstanding;  /* commands awaiting replies; 0: 10000 */
+    const char *url;             /* see above; required */
+    const char *password;        /* used when the URL carries none; NULL or "": no AUTH */
+    const char *owner;           /* this consumer's identity; NULL: "<host>:<pid>:<random>" */
+    size_t max_outstanding;      /* commands awaiting replies; 0: 10000 */
     uint64_t command_timeout_ms; /* 0: 5000 */
     uint64_t connect_timeout_ms; /* a connect plus handshake; 0: 5000 */
     uint64_t backoff_max_ms;     /* 0: 5000 */
@@ -88,15 +88,15 @@ void sb__store_redis_set_state_cb(sb__store_t *s, void (*cb)(void *arg, bool up)
 const char *sb__store_redis_last_error(sb__store_t *s);
 
 typedef struct sb__redis_store_stats {
-    uint64_t commands;      /* written to Redis */
-    uint64_t replies;       /* answered by Redis */
-    uint64_t failed;        /* answered locally: down, overloaded, connection lost */
-    uint64_t noscript;      /* NOSCRIPT replies, re-sent as EVAL */
-    uint64_t connects;      /* handshakes completed */
-    uint64_t disconnects;   /* connections lost or attempts failed */
-    uint64_t replayed;      /* completes replayed after a reconnect */
-    uint64_t local_busy;    /* claims answered BUSY for a key claimed in this process */
-    size_t outstanding;     /* commands awaiting replies now */
+    uint64_t commands;    /* written to Redis */
+    uint64_t replies;     /* answered by Redis */
+    uint64_t failed;      /* answered locally: down, overloaded, connection lost */
+    uint64_t noscript;    /* NOSCRIPT replies, re-sent as EVAL */
+    uint64_t connects;    /* handshakes completed */
+    uint64_t disconnects; /* connections lost or attempts failed */
+    uint64_t replayed;    /* completes replayed after a reconnect */
+    uint64_t local_busy;  /* claims answered BUSY for a key claimed in this process */
+    size_t outstanding;   /* commands awaiting replies now */
 } sb__redis_store_stats_t;
 
 /* Counters; zeros for a store that is not a Redis store. */

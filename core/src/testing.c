@@ -160,8 +160,8 @@ static void give_up(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-int sb_test_send(sb_test_t *h, const char *type, const char *json_body,
-                 const char *const *headers, sb_test_result_t *out)
+int sb_test_send(sb_test_t *h, const char *type, const char *json_body, const char *const *headers,
+                 sb_test_result_t *out)
 {
     if (!h || !type || !json_body || !out)
         return SB_EINVAL;

@@ -25,10 +25,10 @@
 struct event_base;
 
 typedef struct sb__amqptx_opts {
-    const char *url;      /* amqp://user:pass@host:port/vhost or amqps://...; required */
+    const char *url;           /* amqp://user:pass@host:port/vhost or amqps://...; required */
     const char *password_file; /* NULL: the URL's password; else the file's first line */
-    const char *exchange; /* NULL: "integration_events" */
-    const char *queue;    /* NULL: "switchboard"; also names the DLQ */
+    const char *exchange;      /* NULL: "integration_events" */
+    const char *queue;         /* NULL: "switchboard"; also names the DLQ */
     const char *const *queues; /* n_queues existing queues to consume instead of `queue` */
     size_t n_queues;
     bool quorum;                 /* x-queue-type: quorum for the queue switchboard declares */
@@ -37,7 +37,7 @@ typedef struct sb__amqptx_opts {
     unsigned prefetch;           /* basic.qos per consumer; 0: 256 */
     unsigned heartbeat_s;        /* 0: no heartbeats */
     const char *ca_file, *cert_file, *key_file; /* amqps:// only; may be NULL */
-    bool verify_peer;            /* certificate chain and host name */
+    bool verify_peer;                           /* certificate chain and host name */
     const char *const *patterns; /* binding keys of `queue` (the handlers' patterns) */
     size_t n_patterns;
     const char *consumer; /* service name, shown as the connection name; may be NULL */

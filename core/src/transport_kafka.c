@@ -82,13 +82,13 @@
 #include "log.h"
 #include "transport_kafka.h"
 
-#define FETCH_BATCH        8192 /* messages taken from librdkafka per loop turn */
-#define PUMP_BUDGET        4096 /* hand-overs per loop turn */
-#define KEY_WINDOW         256  /* messages scanned per partition for key concurrency */
-#define RELEASE_BACKOFF_MS 500  /* a released message waits this long before it is retried */
+#define FETCH_BATCH         8192 /* messages taken from librdkafka per loop turn */
+#define PUMP_BUDGET         4096 /* hand-overs per loop turn */
+#define KEY_WINDOW          256  /* messages scanned per partition for key concurrency */
+#define RELEASE_BACKOFF_MS  500  /* a released message waits this long before it is retried */
 #define EMBEDDED_PARTITIONS 3
-#define ADMIN_TIMEOUT_MS   15000
-#define CLOSE_FLUSH_MS     10000
+#define ADMIN_TIMEOUT_MS    15000
+#define CLOSE_FLUSH_MS      10000
 
 typedef enum kstate { K_QUEUED, K_INFLIGHT, K_DONE } kstate_t;
 
@@ -409,9 +409,8 @@ static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
     if (rkm->err) {
         if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             sb__log(SB_LOG_WARN, NULL, "kafka consumer: %s%s%s: %s",
-                    rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "",
-                    rkm->rkt ? " " : "", rd_kafka_err2name(rkm->err),
-                    rd_kafka_message_errstr(rkm));
+                    rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", rkm->rkt ? " " : "",
+                    rd_kafka_err2name(rkm->err), rd_kafka_message_errstr(rkm));
         rd_kafka_message_destroy(rkm);
         return;
     }
@@ -630,8 +629,7 @@ static void finish_revoke(kafkatx_t *tx)
         flush_stores(tx);
         rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            sb__log(SB_LOG_WARN, NULL, "kafka: commit on revoke failed: %s",
-                    rd_kafka_err2str(err));
+            sb__log(SB_LOG_WARN, NULL, "kafka: commit on revoke failed: %s", rd_kafka_err2str(err));
     }
     size_t orphaned = 0;
     for (int i = 0; i < l->cnt; i++) {
@@ -676,8 +674,8 @@ static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t
     size_t off = 0;
     buf[0] = '\0';
     for (int i = 0; i < l->cnt && off + 1 < n; i++) {
-        int w = snprintf(buf + off, n - off, "%s%s[%" PRId32 "]", i ? ", " : "",
-                         l->elems[i].topic, l->elems[i].partition);
+        int w = snprintf(buf + off, n - off, "%s%s[%" PRId32 "]", i ? ", " : "", l->elems[i].topic,
+                         l->elems[i].partition);
         if (w < 0 || (size_t)w >= n - off) {
             if (n > 4)
                 memcpy(buf + n - 4, "...", 4);
@@ -748,10 +746,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     tx->pending_lost = lost;
     tx->pending_coop = coop;
     size_t active = revoking_active(tx);
-    sb__log(SB_LOG_INFO, NULL, "kafka: %s %d partitions (%s)%s: %s",
-            lost ? "lost" : "revoking", parts->cnt, coop ? "cooperative" : "eager",
-            active && !lost && !tx->closing ? ", waiting for their in-flight messages" : "",
-            desc);
+    sb__log(SB_LOG_INFO, NULL, "kafka: %s %d partitions (%s)%s: %s", lost ? "lost" : "revoking",
+            parts->cnt, coop ? "cooperative" : "eager",
+            active && !lost && !tx->closing ? ", waiting for their in-flight messages" : "", desc);
     if (!tx->pending_revoke) {
         sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory on revoke: releasing at once");
         if (coop)
@@ -966,10 +963,17 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
 static bool rewritten(const sb__header_t *h, bool dead_letter)
 {
     static const char *const retry_names[] = {"x-sb-attempts", "x-sb-due-at", NULL};
-    static const char *const dl_names[] = {
-        "x-sb-attempts", "x-sb-due-at", "x-sb-reason", "x-sb-error", "x-sb-handler",
-        "x-sb-consumer", "x-sb-failed-at", "x-sb-original-topic", "x-sb-original-partition",
-        "x-sb-original-offset", NULL};
+    static const char *const dl_names[] = {"x-sb-attempts",
+                                           "x-sb-due-at",
+                                           "x-sb-reason",
+                                           "x-sb-error",
+                                           "x-sb-handler",
+                                           "x-sb-consumer",
+                                           "x-sb-failed-at",
+                                           "x-sb-original-topic",
+                                           "x-sb-original-partition",
+                                           "x-sb-original-offset",
+                                           NULL};
     const char *const *names = dead_letter ? dl_names : retry_names;
     for (size_t i = 0; names[i]; i++)
         if (h->name_len == strlen(names[i]) && !memcmp(h->name, names[i], h->name_len))
@@ -1020,8 +1024,8 @@ static int produce(kafkatx_t *tx, const char *topic, const void *key, size_t key
 {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         tx->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
-        RD_KAFKA_V_HEADERS(hs), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(hs),
+        RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
     if (err) {
         sb__log(SB_LOG_WARN, NULL, "kafka: %s to %s refused: %s", op->what, topic,
                 rd_kafka_err2str(err));
@@ -1032,8 +1036,8 @@ static int produce(kafkatx_t *tx, const char *topic, const void *key, size_t key
     return SB_EOK;
 }
 
-static kop_t *new_op(kafkatx_t *tx, kmsg_t *m, op_kind_t kind, const char *what,
-                     sb__tx_done_cb cb, void *arg)
+static kop_t *new_op(kafkatx_t *tx, kmsg_t *m, op_kind_t kind, const char *what, sb__tx_done_cb cb,
+                     void *arg)
 {
     kop_t *op = sb_calloc(1, sizeof *op);
     if (op)
@@ -1077,8 +1081,7 @@ static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_
     add_hdr(hs, "x-sb-due-at", due);
     if (!find_header(m, "x-sb-original-topic"))
         add_origin(hs, m);
-    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len,
-                     hs, op);
+    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len, hs, op);
     sb_free(topic);
     return rc;
 }
@@ -1100,8 +1103,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     }
     char attempts[16], failed_at[32];
     snprintf(attempts, sizeof attempts, "%u", meta->attempts);
-    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(),
-                        failed_at);
+    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(), failed_at);
     add_hdr(hs, "x-sb-reason", meta->reason ? meta->reason : "");
     add_hdr(hs, "x-sb-error", meta->error ? meta->error : "");
     if (meta->handler)
@@ -1110,8 +1112,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     add_hdr(hs, "x-sb-consumer", meta->consumer ? meta->consumer : "");
     add_hdr(hs, "x-sb-failed-at", failed_at);
     add_origin(hs, m);
-    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len,
-                     hs, op);
+    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len, hs, op);
     sb_free(topic);
     return rc;
 }
@@ -1173,8 +1174,10 @@ static void tx_stop(sb__transport_t *t)
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    int l = level <= 3 ? SB_LOG_ERROR : level == 4 ? SB_LOG_WARN : level <= 6 ? SB_LOG_INFO
-                                                                            : SB_LOG_DEBUG;
+    int l = level <= 3   ? SB_LOG_ERROR
+            : level == 4 ? SB_LOG_WARN
+            : level <= 6 ? SB_LOG_INFO
+                         : SB_LOG_DEBUG;
     /* The properties go to both clients on purpose: each ignores the other's. */
     if (!strcmp(fac, "CONFWARN") &&
         (strstr(buf, "is a consumer property") || strstr(buf, "is a producer property")))
@@ -1192,8 +1195,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
             reason, rd_kafka_err2name((rd_kafka_resp_err_t)err), fatal ? ": " : "", fbuf);
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                    size_t n)
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
 {
     char err[512];
     if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
@@ -1260,8 +1262,7 @@ static rd_kafka_conf_t *base_conf(kafkatx_t *tx, const char *which, char *errstr
     rd_kafka_conf_set_error_cb(conf, error_cb);
     if (conf_set(conf, "bootstrap.servers", bootstraps(tx), errstr, n) ||
         conf_set(conf, "client.id", tx->client_id, errstr, n) ||
-        conf_set(conf, "log.queue", "true", errstr, n) ||
-        apply_props(tx, conf, which, errstr, n)) {
+        conf_set(conf, "log.queue", "true", errstr, n) || apply_props(tx, conf, which, errstr, n)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -1421,9 +1422,11 @@ static void create_side_topics(kafkatx_t *tx)
     if (q) {
         rd_kafka_CreateTopics(tx->producer, nt, nn, NULL, q);
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS);
-        const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+        const rd_kafka_CreateTopics_result_t *res =
+            ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
         size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+        const rd_kafka_topic_result_t **tr =
+            res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
         for (size_t i = 0; i < cnt; i++) {
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
             if (!e)
@@ -1431,7 +1434,8 @@ static void create_side_topics(kafkatx_t *tx)
                         rd_kafka_topic_result_name(tr[i]));
             else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
                 sb__log(SB_LOG_WARN, NULL, "kafka: creating topic %s: %s",
-                        rd_kafka_topic_result_name(tr[i]), rd_kafka_topic_result_error_string(tr[i]));
+                        rd_kafka_topic_result_name(tr[i]),
+                        rd_kafka_topic_result_error_string(tr[i]));
         }
         if (!ev)
             sb__log(SB_LOG_WARN, NULL, "kafka: creating retry/DLQ topics timed out");
@@ -1535,8 +1539,7 @@ static void tx_destroy(sb__transport_t *t)
             flush_stores(tx);
             rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
             if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                sb__log(SB_LOG_WARN, NULL, "kafka: final commit failed: %s",
-                        rd_kafka_err2str(err));
+                sb__log(SB_LOG_WARN, NULL, "kafka: final commit failed: %s", rd_kafka_err2str(err));
         }
         free_all_messages(tx);
         if (tx->cq)

@@ -27,7 +27,7 @@
 #include "transport_memory.h"
 
 #define DEFAULT_CAPACITY 10000
-#define DEFAULT_BATCH 64
+#define DEFAULT_BATCH    64
 #define INJECTED_FAILURE SB_EIO
 
 enum msg_state { M_QUEUED, M_DELAYED, M_INFLIGHT, M_SETTLING_OK, M_SETTLING_FAIL, M_RECORD };
@@ -36,14 +36,16 @@ typedef struct memtx memtx_t;
 typedef struct mem_msg mem_msg_t;
 
 /* A pending completion; embedded in a message for its settlement, allocated for publish. */
-typedef struct compl {
+typedef struct compl
+{
     struct compl *next;
     sb__tx_done_cb cb;
     void *arg;
     int status;
     mem_msg_t *msg; /* the settling message; NULL for publish */
     bool heap;
-} compl_t;
+}
+compl_t;
 
 struct mem_msg {
     sb__delivery_t d; /* what the sink sees; points into this allocation */
@@ -153,7 +155,7 @@ static mem_msg_t *build_msg(memtx_t *tx, const build_t *b, int *err)
 {
     size_t nh = 0, strings = 0;
     bool ok = true;
-    const span_t *fields[] = {&b->routing_key, &b->body,      &b->message_id,
+    const span_t *fields[] = {&b->routing_key,  &b->body,      &b->message_id,
                               &b->content_type, &b->amqp_type, &b->key};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
         if (fields[i]->s)
@@ -167,7 +169,8 @@ static mem_msg_t *build_msg(memtx_t *tx, const build_t *b, int *err)
     }
     for (size_t i = 0; i < b->n_extra; i++) {
         nh++;
-        ok = ok && add_size(&strings, b->extra[i].name.n) && add_size(&strings, b->extra[i].value.n);
+        ok =
+            ok && add_size(&strings, b->extra[i].name.n) && add_size(&strings, b->extra[i].value.n);
     }
     size_t fixed = sizeof(mem_msg_t) + nh * sizeof(sb__header_t);
     if (!ok || strings > SIZE_MAX - fixed) {
@@ -214,8 +217,7 @@ static mem_msg_t *build_msg(memtx_t *tx, const build_t *b, int *err)
     return m;
 }
 
-const char *sb__memtx_record_header(const sb__memtx_record_t *r, const char *name,
-                                    size_t *len)
+const char *sb__memtx_record_header(const sb__memtx_record_t *r, const char *name, size_t *len)
 {
     if (!r || !name)
         return NULL;
@@ -707,8 +709,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     }
     char attempts[16], failed_at[32];
     snprintf(attempts, sizeof attempts, "%u", meta->attempts);
-    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(),
-                        failed_at);
+    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(), failed_at);
     const sb__memtx_record_t *r = &m->rec;
     hdr_src_t extra[8];
     size_t n = 0;
@@ -719,8 +720,8 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     extra[n++] = (hdr_src_t){sp("x-sb-attempts"), sp(attempts)};
     extra[n++] = (hdr_src_t){sp("x-sb-consumer"), sp(meta->consumer ? meta->consumer : "")};
     extra[n++] = (hdr_src_t){sp("x-sb-failed-at"), sp(failed_at)};
-    extra[n++] = (hdr_src_t){sp("x-sb-original-routing-key"),
-                             sp(r->routing_key ? r->routing_key : "")};
+    extra[n++] =
+        (hdr_src_t){sp("x-sb-original-routing-key"), sp(r->routing_key ? r->routing_key : "")};
     extra[n++] = (hdr_src_t){sp("x-sb-original-queue"), sp(tx->queue_name)};
     build_t b = {
         .routing_key = sp(r->routing_key),

@@ -31,12 +31,12 @@
 struct event_base;
 
 typedef struct sb__memtx_opts {
-    size_t capacity;     /* max messages held: queued + delayed + in flight; 0: 10000 */
-    size_t dlq_capacity; /* max dead letters kept; 0: 10000 */
-    size_t published_keep; /* published records kept for inspection (the most recent ones,
-                              older ones are dropped); 0: 10000 */
-    bool loopback;       /* published follow-ups are also enqueued for consumption */
-    unsigned batch;      /* deliveries per loop turn; 0: 64 */
+    size_t capacity;        /* max messages held: queued + delayed + in flight; 0: 10000 */
+    size_t dlq_capacity;    /* max dead letters kept; 0: 10000 */
+    size_t published_keep;  /* published records kept for inspection (the most recent ones,
+                               older ones are dropped); 0: 10000 */
+    bool loopback;          /* published follow-ups are also enqueued for consumption */
+    unsigned batch;         /* deliveries per loop turn; 0: 64 */
     const char *queue_name; /* delivery source and x-sb-original-queue; NULL: "memory";
                                copied */
 } sb__memtx_opts_t;
@@ -75,7 +75,7 @@ int sb__memtx_inject(sb__transport_t *t, const sb__memtx_msg_t *m);
  * until the transport is destroyed, the record is replayed, or (published ones) it is
  * dropped to respect published_keep. Read-only. */
 typedef struct sb__memtx_record {
-    const char *routing_key;  /* dead letter: the original routing key; published: type */
+    const char *routing_key; /* dead letter: the original routing key; published: type */
     const char *body;
     size_t body_len;
     const char *message_id;   /* NULL when absent */
@@ -88,8 +88,7 @@ typedef struct sb__memtx_record {
 
 /* Header value of a record by exact name (the first match), NULL when absent; *len (may be
  * NULL) gets its length. */
-const char *sb__memtx_record_header(const sb__memtx_record_t *r, const char *name,
-                                    size_t *len);
+const char *sb__memtx_record_header(const sb__memtx_record_t *r, const char *name, size_t *len);
 
 /* Dead-letter queue, oldest first. dlq_at() returns NULL when i is out of range. */
 size_t sb__memtx_dlq_count(sb__transport_t *t);
@@ -107,12 +106,12 @@ size_t sb__memtx_published_count(sb__transport_t *t);
 const sb__memtx_record_t *sb__memtx_published_at(sb__transport_t *t, size_t i);
 
 typedef struct sb__memtx_stats {
-    uint64_t injected;      /* sb__memtx_inject() and dlq_replay() successes */
-    uint64_t delivered;     /* deliveries handed to the sink (loopback ones included) */
-    uint64_t acked;         /* ack() calls */
-    uint64_t retried;       /* retry_later() calls that succeeded */
-    uint64_t dead_lettered; /* dead_letter() calls that succeeded */
-    uint64_t published;     /* publish() calls that succeeded */
+    uint64_t injected;            /* sb__memtx_inject() and dlq_replay() successes */
+    uint64_t delivered;           /* deliveries handed to the sink (loopback ones included) */
+    uint64_t acked;               /* ack() calls */
+    uint64_t retried;             /* retry_later() calls that succeeded */
+    uint64_t dead_lettered;       /* dead_letter() calls that succeeded */
+    uint64_t published;           /* publish() calls that succeeded */
     uint64_t last_retry_delay_ms; /* delay of the last successful retry_later() */
 } sb__memtx_stats_t;
 

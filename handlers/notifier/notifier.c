@@ -113,7 +113,8 @@ static int notifier_init(json_t *config, void **ud, char *errstr, size_t errstr_
         }
         const char *key;
         json_t *v;
-        json_object_foreach(config, key, v) {
+        json_object_foreach(config, key, v)
+        {
             if (strcmp(key, "channel") && strcmp(key, "recipient")) {
                 set_err(errstr, errstr_size,
                         MOD ": unknown config key \"%s\" (known: channel, recipient)", key);
@@ -130,8 +131,7 @@ static int notifier_init(json_t *config, void **ud, char *errstr, size_t errstr_
     }
     n->channel = n->recipient = NULL;
     if (read_str(config, "channel", DEFAULT_CHANNEL, &n->channel, errstr, errstr_size) != 0 ||
-        read_str(config, "recipient", DEFAULT_RECIPIENT, &n->recipient, errstr,
-                 errstr_size) != 0)
+        read_str(config, "recipient", DEFAULT_RECIPIENT, &n->recipient, errstr, errstr_size) != 0)
         goto err;
     *ud = n;
     return 0;
@@ -148,10 +148,9 @@ static int guid_v4(char out[37])
         return -1;
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
     return 0;
 }
 
@@ -173,8 +172,7 @@ static int now_rfc3339(char out[32])
  * references this function takes (either may be NULL after a failed json_sprintf). */
 static sb_outcome_t publish_notification(sb_context_t *ctx, const sb_event_t *ev,
                                          const notifier_t *n, const char *job_id,
-                                         const char *severity, json_t *subject,
-                                         json_t *message)
+                                         const char *severity, json_t *subject, json_t *message)
 {
     char id[37], now[32];
     if (guid_v4(id) != 0 || now_rfc3339(now) != 0) {
@@ -184,10 +182,10 @@ static sb_outcome_t publish_notification(sb_context_t *ctx, const sb_event_t *ev
         return SB_RETRY;
     }
     /* "o" steals the references, also when packing fails. */
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:s}", "Id", id,
-                             "CreationDate", now, "Channel", n->channel, "Recipient",
-                             n->recipient, "Subject", subject, "Message", message,
-                             "SourceEventId", sb_event_id(ev), "Severity", severity);
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:s}", "Id", id, "CreationDate", now,
+                  "Channel", n->channel, "Recipient", n->recipient, "Subject", subject, "Message",
+                  message, "SourceEventId", sb_event_id(ev), "Severity", severity);
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
@@ -248,8 +246,7 @@ static sb_outcome_t on_failed(sb_context_t *ctx, const sb_event_t *ev, void *ud)
 
     sb_log(MOD, SB_LOG_WARN, "%s: data sync %s failed: %s -> %s, error: %s", sb_ctx_handler(ctx),
            job, src, dst, error);
-    return publish_notification(ctx, ev, n, job, "error",
-                                json_sprintf("Data sync %s failed", job),
+    return publish_notification(ctx, ev, n, job, "error", json_sprintf("Data sync %s failed", job),
                                 json_sprintf("Data sync %s failed: %s", job, error));
 }
 
@@ -260,12 +257,9 @@ static const sb_handler_def_t notifier_handlers[] = {
 };
 
 static const sb_module_t notifier = {
-    SB_MODULE_HEADER,
-    .name = "notifier",
-    .version = "1.0.0",
-    .handlers = notifier_handlers,
-    .init = notifier_init,
-    .shutdown = notifier_shutdown,
+    SB_MODULE_HEADER,      .name = "notifier",
+    .version = "1.0.0",    .handlers = notifier_handlers,
+    .init = notifier_init, .shutdown = notifier_shutdown,
 };
 
 SB_MODULE_DEFINE(notifier)

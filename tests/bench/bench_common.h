@@ -8,12 +8,13 @@
 #include <stdlib.h>
 #include <time.h>
 
-static const char BODY[] =
-    "{\"JobId\":\"3f2c9a1e-7b4d-4e8a-9c61-2d5f8e0b7a13\",\"SourceSystem\":\"CRM-Salesforce-EU-West-1\","
-    "\"TargetSystem\":\"DataWarehouse-Snowflake-Analytics-Production\",\"RecordsProcessed\":1250000,"
-    "\"CompletedAt\":\"2026-12-01T10:00:00.1234567Z\","
-    "\"Id\":\"5b1f0a52-8d3c-4c59-9f7e-0c2a3f1d9e01\","
-    "\"CreationDate\":\"2026-12-01T10:00:00.1234567Z\"}";
+static const char BODY[] = "{\"JobId\":\"3f2c9a1e-7b4d-4e8a-9c61-2d5f8e0b7a13\",\"SourceSystem\":"
+                           "\"CRM-Salesforce-EU-West-1\","
+                           "\"TargetSystem\":\"DataWarehouse-Snowflake-Analytics-Production\","
+                           "\"RecordsProcessed\":1250000,"
+                           "\"CompletedAt\":\"2026-12-01T10:00:00.1234567Z\","
+                           "\"Id\":\"5b1f0a52-8d3c-4c59-9f7e-0c2a3f1d9e01\","
+                           "\"CreationDate\":\"2026-12-01T10:00:00.1234567Z\"}";
 
 static unsigned long long allocs;
 

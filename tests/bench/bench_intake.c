@@ -85,7 +85,8 @@ static int intake_reads(void *p)
         return -1;
     const char *job, *src;
     int64_t n;
-    if (sb__event_get_str(&c->ev, "JobId", &job, NULL) || sb__event_get_str(&c->ev, "SourceSystem", &src, NULL) ||
+    if (sb__event_get_str(&c->ev, "JobId", &job, NULL) ||
+        sb__event_get_str(&c->ev, "SourceSystem", &src, NULL) ||
         sb__event_get_int(&c->ev, "RecordsProcessed", &n))
         return -1;
     sink += job[0] + src[0] + n;
@@ -111,13 +112,15 @@ int main(int argc, char **argv)
     const char *schema_dir = argc > 2 ? argv[2] : SCHEMA_DIR;
     sb_set_allocator(count_malloc, count_realloc, free);
 
-    intake_ctx_t c = {.msg = {.body = BODY, .body_len = sizeof BODY - 1,
+    intake_ctx_t c = {.msg = {.body = BODY,
+                              .body_len = sizeof BODY - 1,
                               .routing_key = "DataSyncCompletedEvent"}};
     sb__event_init(&c.ev);
     sb__schema_set_t *set;
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/DataSyncCompletedEvent.schema.json", schema_dir);
-    if (sb__schema_set_new(&set) != SB_EOK || sb__schema_load(set, path, &c.schema, err, sizeof err) != SB_EOK) {
+    if (sb__schema_set_new(&set) != SB_EOK ||
+        sb__schema_load(set, path, &c.schema, err, sizeof err) != SB_EOK) {
         fprintf(stderr, "schema: %s\n", err);
         return 1;
     }

@@ -67,12 +67,8 @@ static const sb_handler_def_t handlers[] = {
 };
 
 static const sb_module_t bench = {
-    SB_MODULE_HEADER,
-    .name = "bench_kafka_mod",
-    .version = "1",
-    .handlers = handlers,
-    .init = bench_init,
-    .shutdown = bench_shutdown,
+    SB_MODULE_HEADER,     .name = "bench_kafka_mod", .version = "1",
+    .handlers = handlers, .init = bench_init,        .shutdown = bench_shutdown,
 };
 
 SB_MODULE_DEFINE(bench)

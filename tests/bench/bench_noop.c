@@ -51,12 +51,8 @@ static const sb_handler_def_t handlers[] = {
 };
 
 static const sb_module_t noop = {
-    SB_MODULE_HEADER,
-    .name = "bench_noop",
-    .version = "1",
-    .handlers = handlers,
-    .init = noop_init,
-    .shutdown = noop_shutdown,
+    SB_MODULE_HEADER,     .name = "bench_noop", .version = "1",
+    .handlers = handlers, .init = noop_init,    .shutdown = noop_shutdown,
 };
 
 SB_MODULE_DEFINE(noop)

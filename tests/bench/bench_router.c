@@ -169,8 +169,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "add %s: %s\n", pattern_buf[i], err);
                 return 1;
             }
-            naive[i].nw = split_words(pattern_buf[i], strlen(pattern_buf[i]), naive[i].w,
-                                      naive[i].wl, MAX_W);
+            naive[i].nw =
+                split_words(pattern_buf[i], strlen(pattern_buf[i]), naive[i].w, naive[i].wl, MAX_W);
             naive[i].target = i;
         }
         for (int wi = 0; wi < 3; wi++) {
@@ -181,8 +181,8 @@ int main(int argc, char **argv)
             for (int k = 0; k < N_KEYS; k++) {
                 klen[k] = strlen(keys[k]);
                 size_t n1, n2 = naive_match(nb, keys[k], klen[k], out2, 256);
-                if (sb__router_match(r, keys[k], klen[k], out, 256, &n1) != SB_EOK ||
-                    n1 != n2 || memcmp(out, out2, n1 * sizeof *out) != 0) {
+                if (sb__router_match(r, keys[k], klen[k], out, 256, &n1) != SB_EOK || n1 != n2 ||
+                    memcmp(out, out2, n1 * sizeof *out) != 0) {
                     fprintf(stderr, "mismatch on %s: trie %zu, naive %zu\n", keys[k], n1, n2);
                     return 1;
                 }

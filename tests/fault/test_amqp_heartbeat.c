@@ -32,7 +32,7 @@
 
 #define HEARTBEAT_S 2
 #define N_PER_PHASE 50
-#define MAX_PAIRS 16
+#define MAX_PAIRS   16
 
 /* ---- the freezable proxy ------------------------------------------------------------------ */
 
@@ -228,13 +228,13 @@ static int http_status(int port, const char *path)
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int status = -1;
     char req[256], resp[512];
     int len = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        send_all(fd, req, (size_t)len) == 0) {
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && send_all(fd, req, (size_t)len) == 0) {
         size_t got = 0;
         ssize_t r;
         while (got < sizeof resp - 1 && (r = recv(fd, resp + got, sizeof resp - 1 - got, 0)) > 0)
@@ -314,8 +314,7 @@ static void url_encode(const char *s, char *out, size_t n)
     out[o] = '\0';
 }
 
-static void publish_phase(const char *url, const char *exchange, char **ids, size_t from,
-                          size_t n)
+static void publish_phase(const char *url, const char *exchange, char **ids, size_t from, size_t n)
 {
     char **bodies = calloc(n, sizeof *bodies);
     SBT_CHECK(bodies);
@@ -443,8 +442,8 @@ int main(void)
     while (!log_loss_line(log, line, sizeof line) && sbt_now_ms() < t_log)
         usleep(50000);
     SBT_CHECK_MSG(line[0], "no 'connection ... lost' line in the log (%s)", log);
-    printf("2. frozen: /readyz 503 after %ld ms (heartbeat %d s); log: %s\n", t_down,
-           HEARTBEAT_S, line);
+    printf("2. frozen: /readyz 503 after %ld ms (heartbeat %d s); log: %s\n", t_down, HEARTBEAT_S,
+           line);
     SBT_CHECK_MSG(t_down <= 3 * HEARTBEAT_S * 1000 + 500,
                   "detection took %ld ms, more than 3 heartbeat intervals", t_down);
     usleep(1000000); /* a moment of being down (reconnects wait in the backlog) */
@@ -459,8 +458,7 @@ int main(void)
     size_t missing = wait_recorded(ledger, ids, total, 20000);
     size_t dups = 0, unexpected = 0;
     sbt_ledger_check(ledger, (const char *const *)ids, total, &missing, &dups, &unexpected);
-    SBT_CHECK_MSG(missing == 0, "%zu of %zu events never recorded (log: %s)", missing, total,
-                  log);
+    SBT_CHECK_MSG(missing == 0, "%zu of %zu events never recorded (log: %s)", missing, total, log);
     SBT_CHECK(unexpected == 0);
     printf("3. thawed: /readyz 200 after %ld ms; all %zu events recorded (%zu more than "
            "once)\n",

@@ -76,8 +76,8 @@ static void volume_setup(volume_run_t *r, size_t n, const char *tag, const char 
         bodies[i] = strdup(b);
     }
     const char *rk[] = {"DataSync.Completed"};
-    SBT_CHECK(sbt_amqp_publish_many(c, r->exchange, rk, true, (const char *const *)bodies, NULL,
-                                    n, NULL, NULL) == 0);
+    SBT_CHECK(sbt_amqp_publish_many(c, r->exchange, rk, true, (const char *const *)bodies, NULL, n,
+                                    NULL, NULL) == 0);
     for (size_t i = 0; i < n; i++)
         free(bodies[i]);
     free(bodies);

@@ -49,20 +49,17 @@ int main(void)
     SBT_CHECK(p != NULL);
 
     /* 1. Transient produce errors: retried by the client, delivered once each. */
-    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 3,
-                                      RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+    rd_kafka_mock_push_request_errors(
+        mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
     for (int i = 0; i < N / 2; i++) {
         char v[16];
         snprintf(v, sizeof v, "f-%d", i);
         SBT_CHECK(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(v, strlen(v)),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_END) == 0);
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) == 0);
     }
     SBT_CHECK(rd_kafka_flush(p, 30000) == 0);
-    SBT_CHECK_MSG(delivered == N / 2 && failed == 0, "delivered %d failed %d", delivered,
-                  failed);
+    SBT_CHECK_MSG(delivered == N / 2 && failed == 0, "delivered %d failed %d", delivered, failed);
 
     /* 2. Broker down while producing, then back: everything queued is delivered. */
     SBT_CHECK(rd_kafka_mock_broker_set_down(mc, 1) == 0);
@@ -70,8 +67,7 @@ int main(void)
         char v[16];
         snprintf(v, sizeof v, "f-%d", i);
         SBT_CHECK(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(v, strlen(v)),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_END) == 0);
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END) == 0);
     }
     rd_kafka_flush(p, 1500); /* cannot complete while the broker is down */
     SBT_CHECK_MSG(delivered == N / 2, "delivered %d while the broker was down", delivered);

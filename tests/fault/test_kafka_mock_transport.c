@@ -18,7 +18,7 @@
 #include "kafka_common.h"
 #include "sbtest.h"
 
-#define N 200
+#define N                 200
 #define API_PRODUCE       0
 #define API_OFFSET_COMMIT 8
 
@@ -77,22 +77,21 @@ int main(void)
     kt_events_make(&ev, N, 20, NULL);
     SBT_CHECK(sbt_kafka_produce(brokers, topic, -1, (const char *const *)ev.bodies,
                                 (const char *const *)ev.keys, N, 30000) == 0);
-    char *cfg = kt_config(
-        brokers, topic, group, ledger,
-        "    create_topics: false\n"
-        "    properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\", "
-        "auto.commit.interval.ms: \"200\", reconnect.backoff.max.ms: \"500\"}\n",
-        "  - name: flaky\n    module: fail\n    bind: [\"#\"]\n    config: {times: 1}\n",
-        "retry: {policy: fixed, base_delay: 50ms, max_attempts: 10, jitter: false}\n");
+    char *cfg =
+        kt_config(brokers, topic, group, ledger,
+                  "    create_topics: false\n"
+                  "    properties: {session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\", "
+                  "auto.commit.interval.ms: \"200\", reconnect.backoff.max.ms: \"500\"}\n",
+                  "  - name: flaky\n    module: fail\n    bind: [\"#\"]\n    config: {times: 1}\n",
+                  "retry: {policy: fixed, base_delay: 50ms, max_attempts: 10, jitter: false}\n");
 
     /* Transient request errors, consumed by the child's first requests of each kind. */
-    rd_kafka_mock_push_request_errors(mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
-    rd_kafka_mock_push_request_errors(mc, API_OFFSET_COMMIT, 3,
-                                      RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
-                                      RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-                                      RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
+    rd_kafka_mock_push_request_errors(
+        mc, API_PRODUCE, 3, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+    rd_kafka_mock_push_request_errors(
+        mc, API_OFFSET_COMMIT, 3, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE);
     pid_t p = kt_run(cfg, log);
     bool ok = sbt_wait_lines(ledger, N / 2, 60000);
     if (!ok)

@@ -61,8 +61,8 @@ int main(void)
     if (missing || unexpected)
         kt_dump_log(log);
     SBT_CHECK_MSG(!missing && !unexpected, "missing %zu, unexpected %zu", missing, unexpected);
-    printf("ok: SIGKILL after %zu of %d: none lost; %zu handled again after the crash\n",
-           at_kill, N, dups);
+    printf("ok: SIGKILL after %zu of %d: none lost; %zu handled again after the crash\n", at_kill,
+           N, dups);
     SBT_CHECK_MSG(dups < at_kill, "nothing was committed before the crash");
     kt_events_free(&ev);
     unlink(ledger);

@@ -51,8 +51,7 @@ int main(void)
     uint64_t t0 = sbt_now_ms();
     const char *rk[] = {"DataSync.Completed"};
     SBT_CHECK(sbt_amqp_publish_many(c, a.exchange, rk, true, (const char *const *)r.bodies,
-                                    (const char *const *)r.msg_ids, r.n_msgs, NULL,
-                                    NULL) == 0);
+                                    (const char *const *)r.msg_ids, r.n_msgs, NULL, NULL) == 0);
     sbt_amqp_close(c);
     printf("published %zu messages in %.1f s\n", r.n_msgs, (double)(sbt_now_ms() - t0) / 1e3);
 

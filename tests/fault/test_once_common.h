@@ -163,8 +163,8 @@ static pid_t once_spawn(once_run_t *r)
  * again. The kill must land mid-stream. */
 static void once_kill_at(once_run_t *r, size_t lines)
 {
-    SBT_CHECK_MSG(sbt_wait_lines(r->ledger, lines, 60000), "no progress to %zu (log: %s)",
-                  lines, r->log);
+    SBT_CHECK_MSG(sbt_wait_lines(r->ledger, lines, 60000), "no progress to %zu (log: %s)", lines,
+                  r->log);
     int st = sbt_stop(r->pid, SIGKILL, 5000);
     r->pid = 0;
     SBT_CHECK(st == 128 + SIGKILL);
@@ -219,8 +219,8 @@ static void once_scan(const once_run_t *r, bool report, once_stats_t *st)
             if (last != line && (j = json_loads(last, 0, NULL)) != NULL) {
                 st->torn++;
                 if (report)
-                    printf("line %zu starts with a fragment torn by a SIGKILL: %.*s\n",
-                           lineno + 1, (int)(last - line), line);
+                    printf("line %zu starts with a fragment torn by a SIGKILL: %.*s\n", lineno + 1,
+                           (int)(last - line), line);
             }
         }
         const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;

@@ -11,7 +11,7 @@
 #include "test_once_common.h"
 
 #define PARTITIONS 4
-#define INFLIGHT 256
+#define INFLIGHT   256
 
 typedef struct kafka_side {
     const char *brokers;
@@ -102,8 +102,7 @@ int main(void)
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     SBT_CHECK(rd_kafka_conf_set(conf, "bootstrap.servers", k.brokers, err, sizeof err) ==
                   RD_KAFKA_CONF_OK &&
-              rd_kafka_conf_set(conf, "group.id", k.group, err, sizeof err) ==
-                  RD_KAFKA_CONF_OK &&
+              rd_kafka_conf_set(conf, "group.id", k.group, err, sizeof err) == RD_KAFKA_CONF_OK &&
               rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err) == RD_KAFKA_CONF_OK);
     SBT_CHECK_MSG((k.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err)) != NULL,
                   "kafka: %s", err);
@@ -116,8 +115,8 @@ int main(void)
     printf("consumed in %.1f s\n", (double)(sbt_now_ms() - t0) / 1e3);
     long lag = topic_lag(&k, k.topic), retry_lag = topic_lag(&k, k.retry_topic);
     SBT_CHECK_MSG(lag == 0 && retry_lag == 0,
-                  "group %s: %ld uncommitted on %s, %ld on its retry topic", k.group, lag,
-                  k.topic, retry_lag);
+                  "group %s: %ld uncommitted on %s, %ld on its retry topic", k.group, lag, k.topic,
+                  retry_lag);
 
     rd_kafka_destroy(k.rk);
     once_cleanup(&r);

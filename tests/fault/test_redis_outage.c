@@ -59,8 +59,7 @@ static fx_t *fx_new(int port, const char *policy)
                                          sizeof err) == SB_EOK,
                   "config: %s", err);
     sb__pipeline_configure_logging(f->cfg);
-    SBT_CHECK_MSG(sb__pipeline_new(f->cfg, &f->p, err, sizeof err) == SB_EOK, "pipeline: %s",
-                  err);
+    SBT_CHECK_MSG(sb__pipeline_new(f->cfg, &f->p, err, sizeof err) == SB_EOK, "pipeline: %s", err);
     SBT_CHECK_MSG(sb__pipeline_start(f->p, err, sizeof err) == SB_EOK, "start: %s", err);
     return f;
 }
@@ -197,8 +196,7 @@ static void test_block(void)
            (unsigned long long)after.delivered, (unsigned long long)after.acked,
            (unsigned long long)after.retried);
 
-    SBT_CHECK_MSG(testsrv_start(&srv, false), "redis-server did not restart on port %d",
-                  srv.port);
+    SBT_CHECK_MSG(testsrv_start(&srv, false), "redis-server did not restart on port %d", srv.port);
     uint64_t t_up = sbt_now_ms();
     SBT_CHECK_MSG(run_until(f, up, 10000), "store did not reconnect: %s",
                   sb__store_redis_last_error(f->p->store));

@@ -75,8 +75,7 @@ static void c_finish(void *arg)
 static _Noreturn void child_main(int fd, int drains, uint64_t timeout_ms)
 {
     static const sb__runtime_participant_t part = {
-        .name = "child", .stop_intake = c_stop_intake, .inflight = c_inflight,
-        .finish = c_finish};
+        .name = "child", .stop_intake = c_stop_intake, .inflight = c_inflight, .finish = c_finish};
     struct child c = {.fd = fd, .inflight = 10, .drains = drains};
     sb__runtime_t *rt;
     char err[256];

@@ -83,13 +83,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         {.name = "ce_type", .value = "T", .name_len = 7, .value_len = 1}};
     sb__intake_msg_t m = {.body = body, .body_len = len};
     switch (data[0] & 3) {
-    case 0: m.routing_key = "DataSyncCompletedEvent"; m.message_id = "mid"; break;
-    case 1: m.topic = "t"; m.headers = kafka; m.n_headers = 2; break;
-    case 2: m.topic = "t"; m.headers = ce; m.n_headers = 4; break;
-    case 3: m.routing_key = "x"; m.content_type = "application/cloudevents+json"; break;
+    case 0:
+        m.routing_key = "DataSyncCompletedEvent";
+        m.message_id = "mid";
+        break;
+    case 1:
+        m.topic = "t";
+        m.headers = kafka;
+        m.n_headers = 2;
+        break;
+    case 2:
+        m.topic = "t";
+        m.headers = ce;
+        m.n_headers = 4;
+        break;
+    case 3:
+        m.routing_key = "x";
+        m.content_type = "application/cloudevents+json";
+        break;
     }
-    sb__envelope_opts_t o = {.max_depth = (data[0] & 4) ? 2048 : 64, .id_hash = data[0] & 8,
-                             .type_field = "EventType"};
+    sb__envelope_opts_t o = {
+        .max_depth = (data[0] & 4) ? 2048 : 64, .id_hash = data[0] & 8, .type_field = "EventType"};
     static sb_event_t ev;
     static int inited;
     if (!inited) {

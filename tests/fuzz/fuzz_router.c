@@ -79,9 +79,8 @@ static int ref_match(const char *p, const char *k, size_t klen)
             else if (j == 0)
                 row[j] = 0;
             else
-                row[j] = prev[j - 1] &&
-                         (star || (pw[i].len == kw[j - 1].len &&
-                                   memcmp(pw[i].p, kw[j - 1].p, pw[i].len) == 0));
+                row[j] = prev[j - 1] && (star || (pw[i].len == kw[j - 1].len &&
+                                                  memcmp(pw[i].p, kw[j - 1].p, pw[i].len) == 0));
         }
         memcpy(prev, row, (size_t)nk + 1);
     }

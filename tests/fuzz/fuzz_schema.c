@@ -79,8 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!set) {
         char err[512];
         if (sb__schema_set_new(&set) != SB_EOK ||
-            sb__schema_load(set, SB_SCHEMAS_DIR "/DataSyncCompletedEvent.schema.json", &event,
-                            err, sizeof err) != SB_EOK)
+            sb__schema_load(set, SB_SCHEMAS_DIR "/DataSyncCompletedEvent.schema.json", &event, err,
+                            sizeof err) != SB_EOK)
             abort();
     }
     if (size > 8192)

@@ -54,8 +54,8 @@ static void attempt_times(const char *ledger, const char *id, double *t1, double
     fclose(f);
 }
 
-static void check_xsb(sbt_amqp_msg_t *m, const char *exchange, const char *rk,
-                      const char *reason, const char *handler, const char *attempts)
+static void check_xsb(sbt_amqp_msg_t *m, const char *exchange, const char *rk, const char *reason,
+                      const char *handler, const char *attempts)
 {
     const char *v;
     SBT_CHECK_MSG((v = sbt_amqp_msg_header(m, "x-sb-reason")) && !strcmp(v, reason),
@@ -150,8 +150,8 @@ int main(void)
     rks[n++] = "Nope.x"; /* bound by nothing: never reaches the queue */
     bodies[n] = strdup("{\"Id\":\"order-deep\"}");
     rks[n++] = "Order.Created.Deep"; /* Order.* does not match three words */
-    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rks, false, (const char *const *)bodies, NULL,
-                                    n, "x-app", "kept") == 0);
+    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rks, false, (const char *const *)bodies, NULL, n,
+                                    "x-app", "kept") == 0);
     const char *dl_bodies[] = {"{\"Id\":\"doomed-1\"}", "{\"Id\":\"reject-1\"}", "not json"};
     const char *dl_rks[] = {"Doomed.Now", "Reject.Order", "Order.Bad"};
     const char *dl_mids[] = {"mid-doomed", "mid-reject", "mid-decode"};
@@ -189,8 +189,7 @@ int main(void)
     double t1, t2;
     attempt_times(ledger, "retry-1", &t1, &t2);
     SBT_CHECK_MSG(t1 > 0 && t2 > 0, "retry-1 attempts not both recorded");
-    SBT_CHECK_MSG(t2 - t1 >= 950 && t2 - t1 <= 3000, "retry delay %.0f ms, want ~1000",
-                  t2 - t1);
+    SBT_CHECK_MSG(t2 - t1 >= 950 && t2 - t1 <= 3000, "retry delay %.0f ms, want ~1000", t2 - t1);
 
     SBT_CHECK_MSG(sbt_amqp_depth(url, queue) == 0, "queue %s not empty", queue);
     SBT_CHECK(sbt_amqp_depth(url, dlq) == 3);

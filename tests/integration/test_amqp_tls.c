@@ -112,11 +112,10 @@ int main(void)
     amqp_connection_state_t c = sbt_amqp_connect(plain);
     SBT_CHECK(c != NULL);
     const char *body = "{\"Id\":\"tls-1\",\"JobId\":\"j\"}";
-    SBT_CHECK(sbt_amqp_publish(c, "tls.x", "DataSync.Completed", body, strlen(body), "m1",
-                               NULL) == 0);
+    SBT_CHECK(sbt_amqp_publish(c, "tls.x", "DataSync.Completed", body, strlen(body), "m1", NULL) ==
+              0);
     sbt_amqp_close(c);
-    SBT_CHECK_MSG(sbt_wait_lines(ledger, 1, 10000), "message not handled over TLS (log: %s)",
-                  log);
+    SBT_CHECK_MSG(sbt_wait_lines(ledger, 1, 10000), "message not handled over TLS (log: %s)", log);
     SBT_CHECK(sbt_stop(pid, SIGTERM, 10000) == 0);
     const char *ids[] = {"tls-1"};
     size_t missing, dups, unexpected;
@@ -129,10 +128,8 @@ int main(void)
     const char *args2[] = {"run", "-c", cfg2, NULL};
     pid = sbt_spawn_switchboard(args2, NULL, log2);
     int st = sbt_stop(pid, 0, 20000);
-    SBT_CHECK_MSG(st != 0 && st < 128, "a wrong CA was not refused (status %d, log: %s)", st,
-                  log2);
-    SBT_CHECK_MSG(file_contains(log2, "verification failed"),
-                  "no clear TLS error in %s", log2);
+    SBT_CHECK_MSG(st != 0 && st < 128, "a wrong CA was not refused (status %d, log: %s)", st, log2);
+    SBT_CHECK_MSG(file_contains(log2, "verification failed"), "no clear TLS error in %s", log2);
 
     unlink(ledger);
     unlink(cfg);

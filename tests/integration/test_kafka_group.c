@@ -7,7 +7,7 @@
 
 #include "sbtest.h"
 
-#define N 20
+#define N     20
 #define FIRST 12
 
 static int value_index(const rd_kafka_message_t *m)

@@ -55,8 +55,7 @@ static size_t read_ledger(const char *path, line_t *out, size_t cap)
     while (n < cap && fgets(buf, sizeof buf, f)) {
         json_t *j = json_loads(buf, 0, NULL);
         SBT_CHECK(j != NULL);
-        snprintf(out[n].id, sizeof out[n].id, "%s",
-                 json_string_value(json_object_get(j, "id")));
+        snprintf(out[n].id, sizeof out[n].id, "%s", json_string_value(json_object_get(j, "id")));
         out[n].attempt = (unsigned)json_integer_value(json_object_get(j, "attempt"));
         out[n].t = parse_time(json_string_value(json_object_get(j, "time")));
         json_decref(j);
@@ -200,8 +199,7 @@ static void dead_letters(const char *brokers)
         rd_kafka_headers_t *hs = rd_kafka_headers_new(2);
         rd_kafka_header_add(hs, "tenant", -1, "acme", -1);
         rd_kafka_header_add(hs, "content-type", -1, "application/json", -1);
-        SBT_CHECK(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(s.topic),
-                                    RD_KAFKA_V_PARTITION(i % 2),
+        SBT_CHECK(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(s.topic), RD_KAFKA_V_PARTITION(i % 2),
                                     RD_KAFKA_V_KEY(s.ev.keys[i], strlen(s.ev.keys[i])),
                                     RD_KAFKA_V_VALUE(s.ev.bodies[i], strlen(s.ev.bodies[i])),
                                     RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),

@@ -47,8 +47,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
              "GET did not return the first owner");
         break;
     case 3: /* PTTL shows the lease */
-        done(s, reply->type == REDIS_REPLY_INTEGER && reply->integer > 0 &&
-                    reply->integer <= 60000,
+        done(s, reply->type == REDIS_REPLY_INTEGER && reply->integer > 0 && reply->integer <= 60000,
              "no lease on the key");
         break;
     case 4:

@@ -86,7 +86,7 @@ static int claim(sb__store_t *s, const char *key, uint64_t lease)
 static int op(sb__store_t *s, const char *what, const char *key, uint64_t ms)
 {
     res_t x = {0, 1};
-    int rc = !strcmp(what, "complete") ? s->ops->complete(s, key, ms, done_cb, &x)
+    int rc = !strcmp(what, "complete")  ? s->ops->complete(s, key, ms, done_cb, &x)
              : !strcmp(what, "release") ? s->ops->release(s, key, done_cb, &x)
                                         : s->ops->extend(s, key, ms, done_cb, &x);
     SBT_CHECK(rc == SB_EOK);
@@ -113,8 +113,7 @@ static sb__store_t *new_store(const char *url, const char *password, const char 
 static sb__store_t *connected_store(const char *owner)
 {
     sb__store_t *s = new_store(redis_url, NULL, owner);
-    SBT_CHECK_MSG(run_until(store_up, s, 5000), "not connected: %s",
-                  sb__store_redis_last_error(s));
+    SBT_CHECK_MSG(run_until(store_up, s, 5000), "not connected: %s", sb__store_redis_last_error(s));
     return s;
 }
 
@@ -191,18 +190,25 @@ static void test_url(void)
     SBT_CHECK(sb__redis_url_parse("unix://u:pw@/tmp/r.sock", &u, err, sizeof err) == SB_EOK);
     SBT_CHECK(u.is_unix && !strcmp(u.path, "/tmp/r.sock") && !strcmp(u.user, "u") &&
               !strcmp(u.password, "pw"));
-    const char *bad[] = {"http://h",        "redis://",          "redis://h:0",
-                         "redis://h:99999", "redis://h/abc",     "rediss://h",
-                         "unix://relative", "redis://h?db=1",    "unix:///s?x=1",
-                         "redis://[::1",    "redis://u:p%zz@h",  "redis://h:12x",
+    const char *bad[] = {"http://h",
+                         "redis://",
+                         "redis://h:0",
+                         "redis://h:99999",
+                         "redis://h/abc",
+                         "rediss://h",
+                         "unix://relative",
+                         "redis://h?db=1",
+                         "unix:///s?x=1",
+                         "redis://[::1",
+                         "redis://u:p%zz@h",
+                         "redis://h:12x",
                          NULL};
     for (int i = 0; bad[i]; i++) {
         err[0] = '\0';
         int rc = sb__redis_url_parse(bad[i], &u, err, sizeof err);
         SBT_CHECK_MSG(rc == SB_ECONFIG && err[0], "\"%s\" accepted (rc %d)", bad[i], rc);
     }
-    SBT_CHECK(sb__redis_url_parse("redis://u:topsecret@h:bad", &u, err, sizeof err) ==
-              SB_ECONFIG);
+    SBT_CHECK(sb__redis_url_parse("redis://u:topsecret@h:bad", &u, err, sizeof err) == SB_ECONFIG);
     SBT_CHECK(!strstr(err, "topsecret"));
     SBT_CHECK(sb__redis_url_parse("rediss://h", &u, err, sizeof err) == SB_ECONFIG &&
               strstr(err, "TLS"));
@@ -557,8 +563,7 @@ static pl_t *pl_new(const char *extra_yaml)
     SBT_CHECK_MSG(sb__config_load_buffer(yaml, (size_t)n, "redis_store.yaml", &f->cfg, err,
                                          sizeof err) == SB_EOK,
                   "config: %s\n%s", err, yaml);
-    SBT_CHECK_MSG(sb__pipeline_new(f->cfg, &f->p, err, sizeof err) == SB_EOK, "pipeline: %s",
-                  err);
+    SBT_CHECK_MSG(sb__pipeline_new(f->cfg, &f->p, err, sizeof err) == SB_EOK, "pipeline: %s", err);
     SBT_CHECK_MSG(sb__pipeline_start(f->p, err, sizeof err) == SB_EOK, "start: %s", err);
     return f;
 }

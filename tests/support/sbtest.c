@@ -30,8 +30,7 @@ const char *sbt_service(const char *var, const char *what)
         return v;
     const char *req = getenv("SB_TEST_REQUIRE_ALL");
     if (req && strcmp(req, "1") == 0) {
-        fprintf(stderr, "FAIL: %s is required but %s is not set (run tests/run.sh)\n", what,
-                var);
+        fprintf(stderr, "FAIL: %s is required but %s is not set (run tests/run.sh)\n", what, var);
         exit(1);
     }
     fprintf(stderr, "SKIP: %s not configured (%s unset; tests/run.sh sets it)\n", what, var);
@@ -87,8 +86,8 @@ static int amqp_ok(amqp_rpc_reply_t r, const char *what)
     } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
                r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
         amqp_connection_close_t *m = r.reply.decoded;
-        fprintf(stderr, "amqp %s: connection closed by server: %d %.*s\n", what,
-                m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+        fprintf(stderr, "amqp %s: connection closed by server: %d %.*s\n", what, m->reply_code,
+                (int)m->reply_text.len, (char *)m->reply_text.bytes);
     } else {
         fprintf(stderr, "amqp %s: failed (reply type %d)\n", what, (int)r.reply_type);
     }
@@ -114,8 +113,7 @@ amqp_connection_state_t sbt_amqp_connect(const char *url)
                 amqp_error_string2(rc));
         goto err;
     }
-    if (amqp_ok(amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user,
-                           ci.password),
+    if (amqp_ok(amqp_login(c, ci.vhost, 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password),
                 "login") != 0)
         goto err;
     amqp_channel_open(c, 1);
@@ -143,8 +141,8 @@ void sbt_amqp_close(amqp_connection_state_t c)
 
 int sbt_amqp_declare_topic_exchange(amqp_connection_state_t c, const char *exchange)
 {
-    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0,
-                          1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 1, 0,
+                          0, amqp_empty_table);
     return amqp_ok(amqp_get_rpc_reply(c), "exchange.declare");
 }
 
@@ -268,8 +266,7 @@ static rd_kafka_conf_t *kconf(const char *brokers)
 {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) !=
-        RD_KAFKA_CONF_OK)
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err) != RD_KAFKA_CONF_OK)
         sbt_fail(__FILE__, __LINE__, "kafka conf: %s", err);
     rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
     return conf;
@@ -281,8 +278,7 @@ static bool topic_ready(rd_kafka_t *rk, const char *topic, int partitions)
     const struct rd_kafka_metadata *md = NULL;
     bool ok = false;
     if (rd_kafka_metadata(rk, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md &&
-        md->topic_cnt == 1 && md->topics[0].err == 0 &&
-        md->topics[0].partition_cnt == partitions) {
+        md->topic_cnt == 1 && md->topics[0].err == 0 && md->topics[0].partition_cnt == partitions) {
         ok = true;
         for (int i = 0; i < partitions; i++)
             if (md->topics[0].partitions[i].leader < 0)
@@ -294,8 +290,7 @@ static bool topic_ready(rd_kafka_t *rk, const char *topic, int partitions)
     return ok;
 }
 
-int sbt_kafka_create_topic(const char *brokers, const char *topic, int partitions,
-                           int timeout_ms)
+int sbt_kafka_create_topic(const char *brokers, const char *topic, int partitions, int timeout_ms)
 {
     char err[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf(brokers), err, sizeof err);
@@ -312,8 +307,9 @@ int sbt_kafka_create_topic(const char *brokers, const char *topic, int partition
         size_t n;
         const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
         const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
-        if (n == 1 && (rd_kafka_topic_result_error(tr[0]) == 0 ||
-                       rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS))
+        if (n == 1 &&
+            (rd_kafka_topic_result_error(tr[0]) == 0 ||
+             rd_kafka_topic_result_error(tr[0]) == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS))
             rc = 0;
         else if (n == 1)
             fprintf(stderr, "kafka create topic %s: %s\n", topic,
@@ -330,8 +326,7 @@ int sbt_kafka_create_topic(const char *brokers, const char *topic, int partition
         uint64_t deadline = sbt_now_ms() + (uint64_t)timeout_ms;
         while (!topic_ready(rk, topic, partitions)) {
             if (sbt_now_ms() >= deadline) {
-                fprintf(stderr, "kafka: topic %s has no leaders after %d ms\n", topic,
-                        timeout_ms);
+                fprintf(stderr, "kafka: topic %s has no leaders after %d ms\n", topic, timeout_ms);
                 rc = -1;
                 break;
             }
@@ -353,8 +348,7 @@ static void count_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *op
 }
 
 int sbt_kafka_produce(const char *brokers, const char *topic, int partition,
-                      const char *const *values, const char *const *keys, int n,
-                      int timeout_ms)
+                      const char *const *values, const char *const *keys, int n, int timeout_ms)
 {
     char err[512];
     int failed = 0;
@@ -371,11 +365,10 @@ int sbt_kafka_produce(const char *brokers, const char *topic, int partition,
     for (int i = 0; i < n; i++) {
         const char *k = keys ? keys[i] : NULL;
         rd_kafka_resp_err_t e;
-        while ((e = rd_kafka_producev(
-                    rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-                    RD_KAFKA_V_VALUE((void *)values[i], strlen(values[i])),
-                    RD_KAFKA_V_KEY((void *)k, k ? strlen(k) : 0),
-                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
+        while ((e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                                      RD_KAFKA_V_VALUE((void *)values[i], strlen(values[i])),
+                                      RD_KAFKA_V_KEY((void *)k, k ? strlen(k) : 0),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END)) ==
                RD_KAFKA_RESP_ERR__QUEUE_FULL)
             rd_kafka_poll(rk, 10);
         if (e) {
@@ -477,8 +470,7 @@ char *sbt_write_temp(const char *text, const char *suffix)
     return p;
 }
 
-pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env,
-                            const char *log_path)
+pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env, const char *log_path)
 {
     pid_t pid = fork();
     SBT_CHECK_MSG(pid >= 0, "fork: %s", strerror(errno));
@@ -556,8 +548,8 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-void sbt_ledger_check(const char *path, const char *const *expected, size_t n,
-                      size_t *missing, size_t *dups, size_t *unexpected)
+void sbt_ledger_check(const char *path, const char *const *expected, size_t n, size_t *missing,
+                      size_t *dups, size_t *unexpected)
 {
     const char **sorted = malloc(n * sizeof *sorted);
     unsigned *seen = calloc(n ? n : 1, sizeof *seen);

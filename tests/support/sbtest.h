@@ -24,15 +24,15 @@
 #define SBT_SKIP 77
 
 /* Abort the test (exit 1) with a message when `cond` is false. */
-#define SBT_CHECK(cond)                                                                    \
-    do {                                                                                   \
-        if (!(cond))                                                                       \
-            sbt_fail(__FILE__, __LINE__, "check failed: %s", #cond);                       \
+#define SBT_CHECK(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            sbt_fail(__FILE__, __LINE__, "check failed: %s", #cond);                               \
     } while (0)
-#define SBT_CHECK_MSG(cond, ...)                                                           \
-    do {                                                                                   \
-        if (!(cond))                                                                       \
-            sbt_fail(__FILE__, __LINE__, __VA_ARGS__);                                     \
+#define SBT_CHECK_MSG(cond, ...)                                                                   \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            sbt_fail(__FILE__, __LINE__, __VA_ARGS__);                                             \
     } while (0)
 
 _Noreturn void sbt_fail(const char *file, int line, const char *fmt, ...)
@@ -60,8 +60,7 @@ char *sbt_write_temp(const char *text, const char *suffix);
 /* Starts `switchboard <args...>` (SB_BIN, NULL-terminated args) with stdout and stderr
  * appended to log_path (may be NULL: inherited). Extra environment "K=V" strings may be
  * given in env (NULL-terminated, may be NULL). Returns the pid. */
-pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env,
-                            const char *log_path);
+pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env, const char *log_path);
 
 /* Sends sig to pid and waits up to timeout_ms for it to exit; returns its exit status
  * (128+signal if killed by one), or -1 if it did not exit in time (then it is SIGKILLed). */
@@ -75,8 +74,8 @@ size_t sbt_count_lines(const char *path);
 /* Reads the record ledger (one JSON object per line with "id") and counts occurrences per
  * id of expected[0..n): *missing gets how many expected ids never appear, *dups how many
  * appear more than once. Ids not in `expected` are counted in *unexpected. */
-void sbt_ledger_check(const char *path, const char *const *expected, size_t n,
-                      size_t *missing, size_t *dups, size_t *unexpected);
+void sbt_ledger_check(const char *path, const char *const *expected, size_t n, size_t *missing,
+                      size_t *dups, size_t *unexpected);
 
 /* ---- RabbitMQ --------------------------------------------------------------------------- */
 
@@ -108,14 +107,12 @@ long sbt_amqp_queue_depth(amqp_connection_state_t c, const char *queue);
 /* ---- Kafka ------------------------------------------------------------------------------ */
 
 /* Creates a topic and waits until its metadata shows every partition with a leader. */
-int sbt_kafka_create_topic(const char *brokers, const char *topic, int partitions,
-                           int timeout_ms);
+int sbt_kafka_create_topic(const char *brokers, const char *topic, int partitions, int timeout_ms);
 
 /* Produces n messages (values[i], optional keys[i]) to a partition (-1: partitioner) and
  * waits for every delivery report. 0 when all were delivered. */
 int sbt_kafka_produce(const char *brokers, const char *topic, int partition,
-                      const char *const *values, const char *const *keys, int n,
-                      int timeout_ms);
+                      const char *const *values, const char *const *keys, int n, int timeout_ms);
 
 /* A consumer in `group` with auto-commit off and earliest reset, subscribed to `topic`.
  * Extra "key=value" properties may follow, terminated by NULL. */

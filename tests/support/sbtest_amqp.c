@@ -44,9 +44,9 @@ static int wait_confirms(amqp_connection_state_t c, uint64_t *confirmed, uint64_
 }
 
 int sbt_amqp_publish_many(amqp_connection_state_t c, const char *exchange,
-                          const char *const *routing_keys, bool one_key,
-                          const char *const *bodies, const char *const *message_ids, size_t n,
-                          const char *hdr_name, const char *hdr_value)
+                          const char *const *routing_keys, bool one_key, const char *const *bodies,
+                          const char *const *message_ids, size_t n, const char *hdr_name,
+                          const char *hdr_value)
 {
     /* sbt_amqp_connect's earlier single publishes may have used sequence numbers: count
      * from a fresh channel's view by reading the broker's next ack values relative to 0 is
@@ -150,7 +150,8 @@ sbt_amqp_msg_t *sbt_amqp_get_msg(amqp_connection_state_t c, const char *queue, i
                         vl = (size_t)snprintf(buf, sizeof buf, "%" PRId32, e->value.value.i32);
                         v = buf;
                         break;
-                    default: continue;
+                    default:
+                        continue;
                     }
                     m->names[m->n_headers] = dupn(e->key.bytes, e->key.len);
                     m->values[m->n_headers] = dupn(v ? v : "", vl);

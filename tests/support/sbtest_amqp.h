@@ -18,9 +18,9 @@
  * 1000 unconfirmed. c must have channel 1 open in confirm mode (sbt_amqp_connect does
  * that). 0 when every message was confirmed, -1 otherwise. */
 int sbt_amqp_publish_many(amqp_connection_state_t c, const char *exchange,
-                          const char *const *routing_keys, bool one_key,
-                          const char *const *bodies, const char *const *message_ids, size_t n,
-                          const char *hdr_name, const char *hdr_value);
+                          const char *const *routing_keys, bool one_key, const char *const *bodies,
+                          const char *const *message_ids, size_t n, const char *hdr_name,
+                          const char *hdr_value);
 
 typedef struct sbt_amqp_msg {
     char *body;

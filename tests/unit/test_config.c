@@ -276,7 +276,7 @@ static void test_yaml_refusals(void **state)
     load_err("base: &b\n  level: info\nlog: *b\n",
              "cfg.yaml:1: base: anchors and aliases are not supported");
     load_err("log:\n  level: *x\n", "cfg.yaml:2: log.level: anchors and aliases are not "
-                                       "supported");
+                                    "supported");
     load_err("log: {level: info}\n---\nlog: {level: debug}\n",
              "cfg.yaml:2: only one YAML document is allowed");
     load_err("log:\n  level: !!binary aW5mbw==\n",
@@ -358,7 +358,6 @@ static void test_handlers(void **state)
 
 /* ---- environment -------------------------------------------------------------------------- */
 
-
 extern char **environ;
 
 /* Removes every SWITCHBOARD_* variable (tests set them; each test starts clean). */
@@ -425,8 +424,7 @@ static void test_env_lists_and_maps(void **state)
     assert_string_equal(json_string_value(json_object_get(props, "acks")), "all");
     assert_string_equal(json_string_value(json_object_get(props, "sasl.username")), "bob");
     assert_string_equal(json_string_value(json_object_get(props, "session.timeout.ms")), "6000");
-    assert_string_equal(sb__config_str(cfg, "schemas.bindings.DataSyncCompletedEvent"),
-                        "dsc.json");
+    assert_string_equal(sb__config_str(cfg, "schemas.bindings.DataSyncCompletedEvent"), "dsc.json");
     assert_string_equal(sb__config_str(cfg, "schemas.bindings.ETLJob.#"), "etl.json");
     sb__config_destroy(cfg);
     /* A scalar in the file is a comma-separated list too (handy with ${VAR}). */
@@ -467,8 +465,7 @@ static void test_env_errors(void **state)
     setenv("SWITCHBOARD_ADMIN_TOKEN_FILE", "/nonexistent", 1);
     char err[512] = "";
     sb__config_t *cfg;
-    assert_int_equal(sb__config_load_buffer("", 0, "cfg.yaml", &cfg, err, sizeof err),
-                     SB_ECONFIG);
+    assert_int_equal(sb__config_load_buffer("", 0, "cfg.yaml", &cfg, err, sizeof err), SB_ECONFIG);
     assert_non_null(strstr(err, "is also set; use one of the two"));
     assert_null(strstr(err, "t1"));
     clear_env(NULL);
@@ -483,12 +480,12 @@ static void test_substitution(void **state)
     setenv("SB_TEST_CFG_EMPTY", "", 1);
     setenv("SB_TEST_CFG_N", "17", 1);
     unsetenv("SB_TEST_CFG_UNSET");
-    sb__config_t *cfg = load_ok(
-        "transport:\n  kafka:\n    brokers: ${SB_TEST_CFG_BROKERS}\n"
-        "    group_id: g-${SB_TEST_CFG_UNSET:-default}-${SB_TEST_CFG_EMPTY:-e}\n"
-        "    dlq_topic_suffix: \"$$.dead$$\"\n"
-        "    event_type_field: \"${SB_TEST_CFG_EMPTY}|$x|$\"\n"
-        "    max_inflight: ${SB_TEST_CFG_N}\n");
+    sb__config_t *cfg =
+        load_ok("transport:\n  kafka:\n    brokers: ${SB_TEST_CFG_BROKERS}\n"
+                "    group_id: g-${SB_TEST_CFG_UNSET:-default}-${SB_TEST_CFG_EMPTY:-e}\n"
+                "    dlq_topic_suffix: \"$$.dead$$\"\n"
+                "    event_type_field: \"${SB_TEST_CFG_EMPTY}|$x|$\"\n"
+                "    max_inflight: ${SB_TEST_CFG_N}\n");
     assert_string_equal(sb__config_str(cfg, "transport.kafka.brokers"), "b1:9092");
     assert_string_equal(sb__config_str(cfg, "transport.kafka.group_id"), "g-default-e");
     assert_string_equal(sb__config_str(cfg, "transport.kafka.dlq_topic_suffix"), "$.dead$");
@@ -575,9 +572,9 @@ static void test_dump_masks_secrets(void **state)
         fail_msg("%s", err);
     clear_env(NULL);
     char *out = dump_to_string(cfg);
-    static const char *const secrets[] = {
-        "full-yaml-kafka-password", "full-yaml-amqp-password", "full-yaml-handler-password",
-        "full-yaml-redis-password", "full-yaml-admin-token",   "env-redis-password"};
+    static const char *const secrets[] = {"full-yaml-kafka-password",   "full-yaml-amqp-password",
+                                          "full-yaml-handler-password", "full-yaml-redis-password",
+                                          "full-yaml-admin-token",      "env-redis-password"};
     for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
         if (strstr(out, secrets[i]))
             fail_msg("secret %s printed:\n%s", secrets[i], out);
@@ -676,8 +673,7 @@ static void test_table(void **state)
             assert_non_null(p->values);
         if (p->type != SB__CFG_STRING && p->type != SB__CFG_STRING_LIST &&
             p->type != SB__CFG_STRING_MAP && p->type != SB__CFG_OBJECT_LIST &&
-            p->type != SB__CFG_ANY && !(p->flags & (SB__CFG_INHERIT | SB__CFG_REQUIRED)) &&
-            !p->def)
+            p->type != SB__CFG_ANY && !(p->flags & (SB__CFG_INHERIT | SB__CFG_REQUIRED)) && !p->def)
             fail_msg("%s has no default", p->path);
         if (p->flags & SB__CFG_SECRET)
             assert_int_equal(p->type, SB__CFG_STRING);

@@ -231,8 +231,7 @@ static void body_for(char *buf, size_t n, unsigned id, const char *extra)
              extra ? extra : "");
 }
 
-static void inject_raw(fx_t *f, const char *rk, const char *body, const sb__header_t *hs,
-                       size_t nh)
+static void inject_raw(fx_t *f, const char *rk, const char *body, const sb__header_t *hs, size_t nh)
 {
     sb__memtx_msg_t m = {.routing_key = rk,
                          .body = body,
@@ -410,8 +409,8 @@ static void test_retry_exponential_spacing(void **state)
         assert_int_equal(f->rec[i].delay_ms, delays[i]);
         int64_t gap = f->rec[i + 1].at_us - f->rec[i].at_us;
         if (gap < (int64_t)delays[i] * 1000 - 1000)
-            fail_msg("attempt %u came %lld us after the retry of attempt %u (delay %llu ms)",
-                     i + 2, (long long)gap, i + 1, (unsigned long long)delays[i]);
+            fail_msg("attempt %u came %lld us after the retry of attempt %u (delay %llu ms)", i + 2,
+                     (long long)gap, i + 1, (unsigned long long)delays[i]);
     }
     assert_int_equal(f->rec[3].how, SB__SETTLED_DEAD_LETTER);
     assert_string_equal(f->rec[3].reason, "max-attempts");

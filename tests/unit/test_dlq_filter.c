@@ -37,8 +37,8 @@ static sb__dlq_record_t *make(dl_t d)
     sb__dlq_record_set_transport(r, d.tx);
     sb__dlq_list_t *h = sb__dlq_record_headers(r);
     char k = d.tx == SB__DLQ_TX_KAFKA ? 'K' : 'S';
-#define HDR(name, v)                                                                        \
-    if (v)                                                                                  \
+#define HDR(name, v)                                                                               \
+    if (v)                                                                                         \
         assert_int_equal(sb__dlq_list_add_bytes(h, name, k, v, strlen(v)), SB_EOK);
     if (d.tx == SB__DLQ_TX_KAFKA) {
         HDR("event-type", d.type);
@@ -78,8 +78,7 @@ static void set_bad(const char *name, const char *value, int want_rc, const char
     if (rc != want_rc)
         fail_msg("--%s %s = %d, want %d (%s)", name, value ? value : "(none)", rc, want_rc, err);
     if (!strstr(err, want_in_err))
-        fail_msg("--%s %s: error \"%s\" lacks \"%s\"", name, value ? value : "", err,
-                 want_in_err);
+        fail_msg("--%s %s: error \"%s\" lacks \"%s\"", name, value ? value : "", err, want_in_err);
     assert_false(sb__dlq_filter_selects(f)); /* unchanged */
     sb__dlq_filter_destroy(f);
 }
@@ -88,15 +87,19 @@ static void set_bad(const char *name, const char *value, int want_rc, const char
 static const dl_t dlq[] = {
     /* 0 */ {SB__DLQ_TX_AMQP, "Order.Placed", "max-attempts", "timeout after 5s", "billing",
              "2026-03-01T10:00:00Z", "o-1", NULL},
-    /* 1 */ {SB__DLQ_TX_AMQP, "Order.Cancelled", "rejected", "card declined", "billing",
-             "2026-03-02T11:30:00Z", "o-2", "1"},
-    /* 2 */ {SB__DLQ_TX_KAFKA, "DataSyncCompletedEvent", "schema", "$.Id: required", NULL,
-             "2026-02-20T00:00:00Z", "d-1", "3"},
-    /* 3 */ {SB__DLQ_TX_KAFKA, "Order.Placed", "decode", "byte 3: invalid JSON", NULL,
-             "2026-03-02T11:59:00Z", "o-3", NULL},
+    /* 1 */
+    {SB__DLQ_TX_AMQP, "Order.Cancelled", "rejected", "card declined", "billing",
+     "2026-03-02T11:30:00Z", "o-2", "1"},
+    /* 2 */
+    {SB__DLQ_TX_KAFKA, "DataSyncCompletedEvent", "schema", "$.Id: required", NULL,
+     "2026-02-20T00:00:00Z", "d-1", "3"},
+    /* 3 */
+    {SB__DLQ_TX_KAFKA, "Order.Placed", "decode", "byte 3: invalid JSON", NULL,
+     "2026-03-02T11:59:00Z", "o-3", NULL},
     /* 4 */ {SB__DLQ_TX_AMQP, NULL, "unroutable", NULL, NULL, NULL, NULL, NULL},
-    /* 5 */ {SB__DLQ_TX_AMQP, "Shipment.Sent", "timeout", "handler timed out", "shipping",
-             "2026-03-02T06:00:00+02:00", "s-1", NULL},
+    /* 5 */
+    {SB__DLQ_TX_AMQP, "Shipment.Sent", "timeout", "handler timed out", "shipping",
+     "2026-03-02T06:00:00+02:00", "s-1", NULL},
 };
 #define N_DLQ (sizeof dlq / sizeof dlq[0])
 
@@ -159,10 +162,10 @@ static void test_each_option(void **state)
     /* since/until: RFC 3339, offsets, dates, durations ago */
     one("since", "2026-03-02T00:00:00Z", "135");
     one("since", "2026-03-02", "135");
-    one("since", "2026-03-02T04:00:00Z", "135");  /* 5 is 04:00Z: inclusive */
+    one("since", "2026-03-02T04:00:00Z", "135"); /* 5 is 04:00Z: inclusive */
     one("since", "2026-03-02T04:00:00.000001Z", "13");
-    one("since", "2026-03-02T04:00:00", "135");   /* no offset: UTC, inclusive */
-    one("until", "2026-03-02T04:00:00Z", "02");   /* exclusive */
+    one("since", "2026-03-02T04:00:00", "135"); /* no offset: UTC, inclusive */
+    one("until", "2026-03-02T04:00:00Z", "02"); /* exclusive */
     one("since", "1h", "13");
     one("since", "2m", "3");
     one("since", "7d", "0135");
@@ -400,43 +403,41 @@ static void test_stats(void **state)
     assert_int_equal(sb__dlq_stats_total(s), 8);
 
     assert_int_equal(sb__dlq_stats_format_table(s, &out), SB_EOK);
-    assert_string_equal(out,
-                        "total     8\n"
-                        "oldest    2026-02-20T00:00:00.000000Z\n"
-                        "newest    2026-03-02T11:59:00.000000Z\n"
-                        "no time   2 (without a valid x-sb-failed-at)\n"
-                        "\n"
-                        "REASON             COUNT\n"
-                        "max-attempts           2\n"
-                        "rejected               2\n"
-                        "decode                 1\n"
-                        "schema                 1\n"
-                        "timeout                1\n"
-                        "unroutable             1\n"
-                        "\n"
-                        "EVENT TYPE                   COUNT\n"
-                        "Order.Placed                     3\n"
-                        "(none)                           1\n"
-                        "DataSyncCompletedEvent           1\n"
-                        "Odd??                            1\n"
-                        "Order.Cancelled                  1\n"
-                        "Shipment.Sent                    1\n"
-                        "\n"
-                        "HANDLER        COUNT\n"
-                        "billing            4\n"
-                        "(none)             3\n"
-                        "shipping           1\n");
+    assert_string_equal(out, "total     8\n"
+                             "oldest    2026-02-20T00:00:00.000000Z\n"
+                             "newest    2026-03-02T11:59:00.000000Z\n"
+                             "no time   2 (without a valid x-sb-failed-at)\n"
+                             "\n"
+                             "REASON             COUNT\n"
+                             "max-attempts           2\n"
+                             "rejected               2\n"
+                             "decode                 1\n"
+                             "schema                 1\n"
+                             "timeout                1\n"
+                             "unroutable             1\n"
+                             "\n"
+                             "EVENT TYPE                   COUNT\n"
+                             "Order.Placed                     3\n"
+                             "(none)                           1\n"
+                             "DataSyncCompletedEvent           1\n"
+                             "Odd??                            1\n"
+                             "Order.Cancelled                  1\n"
+                             "Shipment.Sent                    1\n"
+                             "\n"
+                             "HANDLER        COUNT\n"
+                             "billing            4\n"
+                             "(none)             3\n"
+                             "shipping           1\n");
     sb_free(out);
     assert_int_equal(sb__dlq_stats_to_json(s, &out), SB_EOK);
-    assert_string_equal(out,
-                        "{\"total\":8,\"oldest\":\"2026-02-20T00:00:00.000000Z\","
-                        "\"newest\":\"2026-03-02T11:59:00.000000Z\",\"without_failed_at\":2,"
-                        "\"by_reason\":{\"max-attempts\":2,\"rejected\":2,\"decode\":1,"
-                        "\"schema\":1,\"timeout\":1,\"unroutable\":1},"
-                        "\"by_type\":{\"Order.Placed\":3,\"(none)\":1,"
-                        "\"DataSyncCompletedEvent\":1,\"Odd?\\u0001\":1,\"Order.Cancelled\":1,"
-                        "\"Shipment.Sent\":1},"
-                        "\"by_handler\":{\"billing\":4,\"(none)\":3,\"shipping\":1}}");
+    assert_string_equal(out, "{\"total\":8,\"oldest\":\"2026-02-20T00:00:00.000000Z\","
+                             "\"newest\":\"2026-03-02T11:59:00.000000Z\",\"without_failed_at\":2,"
+                             "\"by_reason\":{\"max-attempts\":2,\"rejected\":2,\"decode\":1,"
+                             "\"schema\":1,\"timeout\":1,\"unroutable\":1},"
+                             "\"by_type\":{\"Order.Placed\":3,\"(none)\":1,"
+                             "\"DataSyncCompletedEvent\":1,\"Odd?\\u0001\":1,\"Order.Cancelled\":1,"
+                             "\"Shipment.Sent\":1},"
+                             "\"by_handler\":{\"billing\":4,\"(none)\":3,\"shipping\":1}}");
     json_error_t je;
     json_t *j = json_loads(out, 0, &je);
     assert_non_null(j); /* valid JSON */
@@ -514,14 +515,10 @@ int main(void)
 {
     NOW = ts("2026-03-02T12:00:00Z");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_filter),
-        cmocka_unit_test(test_each_option),
-        cmocka_unit_test(test_combinations),
-        cmocka_unit_test(test_id_from_body),
-        cmocka_unit_test(test_max_replays),
-        cmocka_unit_test(test_bad_options),
-        cmocka_unit_test(test_json),
-        cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_empty_filter),   cmocka_unit_test(test_each_option),
+        cmocka_unit_test(test_combinations),   cmocka_unit_test(test_id_from_body),
+        cmocka_unit_test(test_max_replays),    cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_json),           cmocka_unit_test(test_stats),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -105,8 +105,7 @@ static void test_empty_and_envelope(void **state)
     assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_PARTITION, (uint64_t)INT32_MAX + 1),
                      SB_ERANGE);
     assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_PRIORITY, 256), SB_ERANGE);
-    assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_OFFSET, (uint64_t)INT64_MAX + 1),
-                     SB_ERANGE);
+    assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_OFFSET, (uint64_t)INT64_MAX + 1), SB_ERANGE);
     uint64_t v = 0;
     assert_true(sb__dlq_record_get_num(r, SB__DLQ_PARTITION, &v));
     assert_int_equal(v, 3);
@@ -127,12 +126,19 @@ static void test_amqp_properties(void **state)
         sb__dlq_str_t which;
         const char *v;
     } strs[] = {
-        {SB__DLQ_SOURCE, "orders.dlq"}, {SB__DLQ_EXCHANGE, ""},
-        {SB__DLQ_ROUTING_KEY, "orders.dlq"}, {SB__DLQ_CONTENT_TYPE, "application/json"},
-        {SB__DLQ_CONTENT_ENCODING, "gzip"}, {SB__DLQ_CORRELATION_ID, "c-1"},
-        {SB__DLQ_REPLY_TO, "amq.rabbitmq.reply-to"}, {SB__DLQ_EXPIRATION, "60000"},
-        {SB__DLQ_MESSAGE_ID, "m-1"}, {SB__DLQ_TYPE, "OrderPlaced"}, {SB__DLQ_USER_ID, "guest"},
-        {SB__DLQ_APP_ID, "orders"}, {SB__DLQ_CLUSTER_ID, "c"},
+        {SB__DLQ_SOURCE, "orders.dlq"},
+        {SB__DLQ_EXCHANGE, ""},
+        {SB__DLQ_ROUTING_KEY, "orders.dlq"},
+        {SB__DLQ_CONTENT_TYPE, "application/json"},
+        {SB__DLQ_CONTENT_ENCODING, "gzip"},
+        {SB__DLQ_CORRELATION_ID, "c-1"},
+        {SB__DLQ_REPLY_TO, "amq.rabbitmq.reply-to"},
+        {SB__DLQ_EXPIRATION, "60000"},
+        {SB__DLQ_MESSAGE_ID, "m-1"},
+        {SB__DLQ_TYPE, "OrderPlaced"},
+        {SB__DLQ_USER_ID, "guest"},
+        {SB__DLQ_APP_ID, "orders"},
+        {SB__DLQ_CLUSTER_ID, "c"},
     };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         assert_int_equal(sb__dlq_record_set(r, strs[i].which, strs[i].v, strlen(strs[i].v)),
@@ -262,16 +268,26 @@ static void test_floats_bit_exact(void **state)
     double nan_payload;
     uint64_t bits = 0x7ff8000000000123ull;
     memcpy(&nan_payload, &bits, sizeof bits);
-    const double ds[] = {0.0, -0.0, 1.0, -1.5, 1e300, 5e-324, 2.2250738585072014e-308,
-                         1.7976931348623157e308, 123456789012345678.0, 1.0 / 3.0,
-                         INFINITY, -INFINITY, nan_payload};
+    const double ds[] = {0.0,
+                         -0.0,
+                         1.0,
+                         -1.5,
+                         1e300,
+                         5e-324,
+                         2.2250738585072014e-308,
+                         1.7976931348623157e308,
+                         123456789012345678.0,
+                         1.0 / 3.0,
+                         INFINITY,
+                         -INFINITY,
+                         nan_payload};
     for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
         add_double(h, ds[i]);
     float fnan;
     uint32_t fbits = 0xffc00001u;
     memcpy(&fnan, &fbits, sizeof fbits);
-    const float fs[] = {0.0f, -0.0f, 1.0f, 3.4028235e38f, 1e-45f, 1.17549435e-38f, 16777217.0f,
-                        0.3f, INFINITY, fnan};
+    const float fs[] = {0.0f,        -0.0f, 1.0f,     3.4028235e38f, 1e-45f, 1.17549435e-38f,
+                        16777217.0f, 0.3f,  INFINITY, fnan};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         add_float(h, fs[i]);
     char *line = roundtrip(r);
@@ -315,8 +331,7 @@ static void test_bodies(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sb__dlq_record_t *r = new_record();
-        assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, cases[i].body, cases[i].len),
-                         SB_EOK);
+        assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, cases[i].body, cases[i].len), SB_EOK);
         char want[128];
         snprintf(want, sizeof want, "{\"v\":1,\"body\":%s}", cases[i].want);
         expect_line(r, want);
@@ -396,8 +411,8 @@ static void test_bad_lines(void **state)
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":{}}", SB_EPARSE, "headers: expected an array");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"S\"]]}", SB_EPARSE,
               "headers[0]: expected [name, type, value]");
-    parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"S\",\"\"],[1,\"S\",\"\"]]}",
-              SB_EPARSE, "headers[1][0]: expected a string");
+    parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"S\",\"\"],[1,\"S\",\"\"]]}", SB_EPARSE,
+              "headers[1][0]: expected a string");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"Q\",1]]}", SB_EPARSE,
               "headers[0][1]: expected a type letter");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"SS\",1]]}", SB_EPARSE,
@@ -418,8 +433,8 @@ static void test_bad_lines(void **state)
               "headers[0][2]: expected a string");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"f\",1e39]]}", SB_ERANGE,
               "headers[0][2]: out of range for a 32-bit float");
-    parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"d\",{\"bits\":\"7ff\"}]]}",
-              SB_EPARSE, "headers[0][2]: expected a number or {\"bits\"");
+    parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"d\",{\"bits\":\"7ff\"}]]}", SB_EPARSE,
+              "headers[0][2]: expected a number or {\"bits\"");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"D\",{\"scale\":256,\"value\":1}]]}",
               SB_ERANGE, "headers[0][2].scale: out of range (0..255)");
     parse_bad("{\"v\":1,\"body\":\"\",\"headers\":[[\"a\",\"D\",[2,1]]]}", SB_EPARSE,
@@ -507,8 +522,8 @@ static sb__dlq_record_t *dead_letter(sb__dlq_transport_t t)
     else
         assert_int_equal(sb__dlq_list_add_int(h, "x-sb-attempts", 'I', 5), SB_EOK);
     assert_int_equal(sb__dlq_list_add_bytes(h, "x-sb-consumer", k, "orders-svc", 10), SB_EOK);
-    assert_int_equal(sb__dlq_list_add_bytes(h, "x-sb-failed-at", k,
-                                            "2026-03-01T12:00:00.5Z", 22), SB_EOK);
+    assert_int_equal(sb__dlq_list_add_bytes(h, "x-sb-failed-at", k, "2026-03-01T12:00:00.5Z", 22),
+                     SB_EOK);
     return r;
 }
 
@@ -571,8 +586,7 @@ static void test_accessors(void **state)
     h = sb__dlq_record_headers(r);
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_ROUTING_KEY, "ignored", 7), SB_EOK);
     assert_null(sb__dlq_record_event_type(r, &len));
-    assert_int_equal(sb__dlq_list_add_bytes(h, "ce_type", 'K', "com.example.created", 19),
-                     SB_EOK);
+    assert_int_equal(sb__dlq_list_add_bytes(h, "ce_type", 'K', "com.example.created", 19), SB_EOK);
     assert_string_equal(sb__dlq_record_event_type(r, &len), "com.example.created");
     assert_int_equal(sb__dlq_list_add_bytes(h, "event-type", 'K', "OrderPlaced", 11), SB_EOK);
     assert_string_equal(sb__dlq_record_event_type(r, &len), "OrderPlaced");
@@ -649,15 +663,16 @@ static void test_prepare_replay(void **state)
     assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_OFFSET, 10), SB_EOK);
     assert_int_equal(sb__dlq_record_set_num(r, SB__DLQ_TIMESTAMP_MS, 10), SB_EOK);
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_KEY, "order-7", 7), SB_EOK);
-    assert_int_equal(sb__dlq_list_add_bytes(sb__dlq_record_headers(r), "x-sb-replay-count", 'K',
-                                            "4", 1), SB_EOK);
+    assert_int_equal(
+        sb__dlq_list_add_bytes(sb__dlq_record_headers(r), "x-sb-replay-count", 'K', "4", 1),
+        SB_EOK);
     assert_int_equal(sb__dlq_record_prepare_replay(r, now, &p1), SB_EOK);
     assert_false(sb__dlq_record_get_num(p1, SB__DLQ_PARTITION, NULL));
     assert_false(sb__dlq_record_get_num(p1, SB__DLQ_OFFSET, NULL));
     assert_false(sb__dlq_record_get_num(p1, SB__DLQ_TIMESTAMP_MS, NULL));
     assert_string_equal(sb__dlq_record_get(p1, SB__DLQ_KEY, NULL), "order-7");
-    const sb__dlq_value_t *rc = sb__dlq_list_find(sb__dlq_record_headers_const(p1),
-                                                  "x-sb-replay-count");
+    const sb__dlq_value_t *rc =
+        sb__dlq_list_find(sb__dlq_record_headers_const(p1), "x-sb-replay-count");
     assert_int_equal(rc->type, 'K');
     assert_string_equal(rc->as.bytes.p, "5");
     sb__dlq_record_destroy(p1);

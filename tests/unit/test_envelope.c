@@ -46,7 +46,10 @@ static sb__intake_msg_t amqp(const char *body, const char *rk)
     return m;
 }
 
-#define H(n, v) {.name = n, .value = v, .name_len = sizeof(n) - 1, .value_len = sizeof(v) - 1}
+#define H(n, v)                                                                                    \
+    {                                                                                              \
+        .name = n, .value = v, .name_len = sizeof(n) - 1, .value_len = sizeof(v) - 1               \
+    }
 
 static void expect_decode_error(sb__intake_msg_t *m, const char *needle)
 {
@@ -100,8 +103,11 @@ static void test_type_precedence(void **state)
     assert_string_equal(ev.type, "PropType");
 
     sb__header_t hs[] = {H("event-type", "HeaderType")};
-    sb__intake_msg_t k = {.body = SAMPLE, .body_len = strlen(SAMPLE), .topic = "orders",
-                          .headers = hs, .n_headers = 1};
+    sb__intake_msg_t k = {.body = SAMPLE,
+                          .body_len = strlen(SAMPLE),
+                          .topic = "orders",
+                          .headers = hs,
+                          .n_headers = 1};
     assert_int_equal(decode(NULL, &k), SB_EOK);
     assert_string_equal(ev.type, "HeaderType");
     k.n_headers = 0;
@@ -154,13 +160,17 @@ static void test_id_errors(void **state)
 
 static void test_creation_date(void **state)
 {
-    const char *ok[] = {"2026-12-01T10:00:00Z", "2026-12-01T10:00:00.1Z",
+    const char *ok[] = {"2026-12-01T10:00:00Z",         "2026-12-01T10:00:00.1Z",
                         "2026-12-01T10:00:00.1234567Z", "2026-12-01T10:00:00.123456789+01:00",
                         "2026-12-01T10:00:00.1234567", /* .NET DateTimeKind.Unspecified */
                         "2024-02-29T00:00:00Z"};
-    const char *bad[] = {"2026-02-30T10:00:00Z", "2025-02-29T00:00:00Z", "2026-12-01",
-                         "2026-12-01T25:00:00Z", "2026-12-01T10:00:00.Z",
-                         "2026-12-01T10:00:00.1234567890Z", "yesterday"};
+    const char *bad[] = {"2026-02-30T10:00:00Z",
+                         "2025-02-29T00:00:00Z",
+                         "2026-12-01",
+                         "2026-12-01T25:00:00Z",
+                         "2026-12-01T10:00:00.Z",
+                         "2026-12-01T10:00:00.1234567890Z",
+                         "yesterday"};
     char body[256];
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         snprintf(body, sizeof body, "{\"Id\":\"x\",\"CreationDate\":\"%s\"}", ok[i]);
@@ -268,14 +278,16 @@ static void test_depth_and_size(void **state)
 
 static void test_cloudevents_binary(void **state)
 {
-    sb__header_t kafka[] = {H("ce_specversion", "1.0"), H("ce_id", "ce-1"),
-                            H("ce_source", "/crm"), H("ce_type", "com.example.DataSync"),
-                            H("ce_time", "2026-12-01T10:00:00Z"),
-                            H("ce_traceparent",
-                              "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-                            H("content-type", "application/json")};
-    sb__intake_msg_t m = {.body = SAMPLE, .body_len = strlen(SAMPLE), .topic = "t",
-                          .headers = kafka, .n_headers = 7};
+    sb__header_t kafka[] = {
+        H("ce_specversion", "1.0"),
+        H("ce_id", "ce-1"),
+        H("ce_source", "/crm"),
+        H("ce_type", "com.example.DataSync"),
+        H("ce_time", "2026-12-01T10:00:00Z"),
+        H("ce_traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        H("content-type", "application/json")};
+    sb__intake_msg_t m = {
+        .body = SAMPLE, .body_len = strlen(SAMPLE), .topic = "t", .headers = kafka, .n_headers = 7};
     assert_int_equal(decode(NULL, &m), SB_EOK);
     assert_int_equal(ev.kind, SB__ENV_CE_BINARY);
     assert_string_equal(ev.id, "ce-1"); /* CE id wins over body Id */
@@ -288,8 +300,8 @@ static void test_cloudevents_binary(void **state)
     /* AMQP prefixes, both spellings. */
     sb__header_t amqph[] = {H("cloudEvents:specversion", "1.0"), H("cloudEvents_id", "a-1"),
                             H("cloudEvents:source", "/x"), H("cloudEvents:type", "T.x")};
-    m = (sb__intake_msg_t){.body = "{}", .body_len = 2, .routing_key = "rk", .headers = amqph,
-                           .n_headers = 4};
+    m = (sb__intake_msg_t){
+        .body = "{}", .body_len = 2, .routing_key = "rk", .headers = amqph, .n_headers = 4};
     assert_int_equal(decode(NULL, &m), SB_EOK);
     assert_string_equal(ev.id, "a-1");
     assert_string_equal(ev.type, "T.x");
@@ -327,7 +339,9 @@ static void test_cloudevents_structured(void **state)
                      "\"datacontenttype\":\"application/json\","
                      "\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\","
                      "\"data\":{\"JobId\":\"j\",\"JobType\":\"full\",\"Source\":\"db\"}}";
-    sb__intake_msg_t m = {.body = ce, .body_len = strlen(ce), .routing_key = "ignored",
+    sb__intake_msg_t m = {.body = ce,
+                          .body_len = strlen(ce),
+                          .routing_key = "ignored",
                           .content_type = "application/cloudevents+json; charset=utf-8"};
     assert_int_equal(decode(NULL, &m), SB_EOK);
     assert_int_equal(ev.kind, SB__ENV_CE_STRUCTURED);
@@ -366,8 +380,9 @@ static void test_cloudevents_structured(void **state)
 
 static void test_trace_context(void **state)
 {
-    sb__header_t hs[] = {H("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-                         H("tracestate", "congo=t61rcWkgMzE")};
+    sb__header_t hs[] = {
+        H("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        H("tracestate", "congo=t61rcWkgMzE")};
     sb__intake_msg_t m = amqp(SAMPLE, "T");
     m.headers = hs;
     m.n_headers = 2;
@@ -375,7 +390,8 @@ static void test_trace_context(void **state)
     assert_string_equal(ev.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     assert_string_equal(ev.tracestate, "congo=t61rcWkgMzE");
     /* Malformed trace context is dropped, not fatal. */
-    sb__header_t badh[] = {H("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")};
+    sb__header_t badh[] = {
+        H("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")};
     m.headers = badh;
     m.n_headers = 1;
     assert_int_equal(decode(NULL, &m), SB_EOK);
@@ -406,8 +422,10 @@ static void test_index_overflow_falls_back_to_tree(void **state)
 
 static void test_getters(void **state)
 {
-    sb__intake_msg_t m = amqp("{\"Id\":\"x\",\"b\":true,\"f\":false,\"d\":2.5,\"i\":-9223372036854775808,"
-                              "\"n\":null,\"s\":\"q\\\"uote\"}", "T");
+    sb__intake_msg_t m =
+        amqp("{\"Id\":\"x\",\"b\":true,\"f\":false,\"d\":2.5,\"i\":-9223372036854775808,"
+             "\"n\":null,\"s\":\"q\\\"uote\"}",
+             "T");
     assert_int_equal(decode(NULL, &m), SB_EOK);
     bool b;
     double d;
@@ -441,7 +459,8 @@ static void test_golden_fixtures(void **state)
     int count = 0;
     while (fgets(line, sizeof line, idx)) {
         char file[128], rk[128], expect[16], needle[256] = "";
-        if (line[0] == '#' || sscanf(line, "%127s %127s %15s %255[^\n]", file, rk, expect, needle) < 3)
+        if (line[0] == '#' ||
+            sscanf(line, "%127s %127s %15s %255[^\n]", file, rk, expect, needle) < 3)
             continue;
         snprintf(path, sizeof path, "%s/%s", FIXTURES_DIR, file);
         FILE *f = fopen(path, "rb");

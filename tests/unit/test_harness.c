@@ -34,8 +34,8 @@ static sb_test_t *load(const char *module, const char *yaml)
     return t;
 }
 
-static void send_ok(sb_test_t *t, const char *type, const char *body,
-                    const char *const *headers, sb_test_result_t *r)
+static void send_ok(sb_test_t *t, const char *type, const char *body, const char *const *headers,
+                    sb_test_result_t *r)
 {
     assert_int_equal(sb_test_send(t, type, body, headers, r), 0);
 }
@@ -134,8 +134,7 @@ static void test_record_writes_ledger(void **state)
     snprintf(yaml, sizeof yaml, "config:\n  path: \"%s\"\n  fields: [JobId]\n", path);
     sb_test_t *t = load("record", yaml);
     sb_test_result_t r;
-    send_ok(t, "DataSyncCompletedEvent", "{\"Id\": \"e-rec-1\", \"JobId\": \"job-7\"}", NULL,
-            &r);
+    send_ok(t, "DataSyncCompletedEvent", "{\"Id\": \"e-rec-1\", \"JobId\": \"job-7\"}", NULL, &r);
     assert_int_equal(r.outcome, SB_TEST_ACKED);
     assert_int_equal(r.n_published, 0);
     sb_test_destroy(t);
@@ -146,8 +145,7 @@ static void test_record_writes_ledger(void **state)
     if (!line)
         fail_msg("ledger: %s", jerr.text);
     assert_string_equal(json_string_value(json_object_get(line, "id")), "e-rec-1");
-    assert_string_equal(json_string_value(json_object_get(line, "type")),
-                        "DataSyncCompletedEvent");
+    assert_string_equal(json_string_value(json_object_get(line, "type")), "DataSyncCompletedEvent");
     assert_string_equal(json_string_value(json_object_get(line, "handler")), "record");
     assert_int_equal(json_integer_value(json_object_get(line, "attempt")), 1);
     assert_string_equal(json_string_value(json_object_get(line, "JobId")), "job-7");
@@ -197,8 +195,7 @@ static void test_notifier_failed_is_error(void **state)
     sb_test_t *t = load(NOTIFIER_SO, NULL);
     sb_test_result_t r;
     send_ok(t, "DataSyncFailedEvent",
-            "{\"Id\": \"" FAILED_ID "\", \"JobId\": \"job-43\", \"Error\": \"timeout\"}", NULL,
-            &r);
+            "{\"Id\": \"" FAILED_ID "\", \"JobId\": \"job-43\", \"Error\": \"timeout\"}", NULL, &r);
     assert_int_equal(r.outcome, SB_TEST_ACKED);
     assert_int_equal(r.n_published, 1);
     json_t *n = published_json(t, 0);
@@ -214,8 +211,8 @@ static void test_notifier_missing_job_id(void **state)
 {
     sb_test_t *t = load(NOTIFIER_SO, NULL);
     sb_test_result_t r;
-    send_ok(t, "DataSyncCompletedEvent", "{\"Id\": \"e-nojob-1\", \"RecordsProcessed\": 3}",
-            NULL, &r);
+    send_ok(t, "DataSyncCompletedEvent", "{\"Id\": \"e-nojob-1\", \"RecordsProcessed\": 3}", NULL,
+            &r);
     assert_int_equal(r.outcome, SB_TEST_DEAD_LETTERED);
     assert_string_equal(r.reason, "rejected");
     assert_non_null(strstr(r.error, "missing JobId"));
@@ -274,8 +271,8 @@ static void test_bad_module_path(void **state)
 static void test_bad_instance_yaml(void **state)
 {
     char err[512] = "";
-    sb_test_t *t = sb_test_new("fail", "config:\n  times: 1\nretyr:\n  max_attempts: 3\n", err,
-                               sizeof err);
+    sb_test_t *t =
+        sb_test_new("fail", "config:\n  times: 1\nretyr:\n  max_attempts: 3\n", err, sizeof err);
     assert_null(t);
     /* "instance_yaml:LINE: KEY: unknown key", the line counted in the caller's YAML. */
     unsigned line = 0;

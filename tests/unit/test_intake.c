@@ -40,8 +40,8 @@ static sb__intake_t *make(const char *extra_yaml)
     /* A wildcard inside a word is refused (almost always a mistake for a whole word). */
     assert_int_equal(sb__intake_bind_handler(in, "DataSync*Event", &h_sync, err, sizeof err),
                      SB_EPARSE);
-    assert_int_equal(sb__intake_bind_handler(in, "DataSyncCompletedEvent", &h_sync, err, sizeof err),
-                     SB_EOK);
+    assert_int_equal(
+        sb__intake_bind_handler(in, "DataSyncCompletedEvent", &h_sync, err, sizeof err), SB_EOK);
     assert_int_equal(sb__intake_bind_handler(in, "#", &h_all, err, sizeof err), SB_EOK);
     return in;
 }
@@ -88,14 +88,16 @@ static void test_schema_failure_dead_letters(void **state)
     assert_int_equal(v.kind, SB__VERDICT_DISPATCH);
     /* CustomerData with an invalid email. */
     process(in,
-            "{\"Id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"CreationDate\":\"2026-12-01T10:00:00Z\","
+            "{\"Id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"CreationDate\":\"2026-12-01T10:00:"
+            "00Z\","
             "\"Email\":\"not-an-email\",\"Phone\":null,\"Name\":\"Ana\"}",
             "CustomerData", &v);
     assert_int_equal(v.kind, SB__VERDICT_DEAD_LETTER);
     assert_non_null(strstr(v.error, "/Email"));
     /* Nested duplicate keys surface when the tree is built for the schema. */
     process(in,
-            "{\"Id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"CreationDate\":\"2026-12-01T10:00:00Z\","
+            "{\"Id\":\"7c9e6679-7425-40de-944b-e07fc1f90ae7\",\"CreationDate\":\"2026-12-01T10:00:"
+            "00Z\","
             "\"Email\":\"a@b.c\",\"Phone\":null,\"Name\":\"Ana\",\"X\":{\"k\":1,\"k\":2}}",
             "CustomerData", &v);
     assert_int_equal(v.kind, SB__VERDICT_DEAD_LETTER);
@@ -141,7 +143,8 @@ static void test_unroutable_policies(void **state)
     process(in, "{\"Id\":\"x\"}", "DataSyncCompletedEvent", &v);
     assert_int_equal(v.kind, SB__VERDICT_DEAD_LETTER);
     assert_string_equal(v.reason, "unroutable");
-    assert_non_null(strstr(v.error, "no handler is bound to event type \"DataSyncCompletedEvent\""));
+    assert_non_null(
+        strstr(v.error, "no handler is bound to event type \"DataSyncCompletedEvent\""));
     process(in, "{\"Id\":\"x\"}", "ETL.Started", &v);
     assert_int_equal(v.kind, SB__VERDICT_DISPATCH);
     sb__intake_destroy(in);

@@ -246,7 +246,7 @@ static void test_long_message(void **state)
     const char *m = jstr(j, "msg");
     assert_true(strlen(m) > 16000 && strlen(m) <= 16 * 1024 + 3);
     assert_string_equal(m + strlen(m) - 3, "\xe2\x80\xa6"); /* truncation mark */
-    assert_null(strstr(m, "\xef\xbf\xbd"));                   /* no U+FFFD from the cut */
+    assert_null(strstr(m, "\xef\xbf\xbd"));                 /* no U+FFFD from the cut */
     json_decref(j);
     j = parse_line(next_line(&p));
     assert_true(strlen(jstr(j, "v")) <= 4 * 1024 + 3);
@@ -264,8 +264,7 @@ static void test_text_format(void **state)
     FILE *f = capture_start(SB_LOG_DEBUG, SB__LOG_TEXT);
     sb__log_fields_t fl = {.event_id = "e-1", .handler = "notify"};
     sb__log_kv_t kv[] = {SB__KV_S("queue", "orders"), SB__KV_S("reason", "two words"),
-                         SB__KV_S("empty", ""), SB__KV_I("n", 7),
-                         SB__KV_S("q", "say \"hi\"")};
+                         SB__KV_S("empty", ""), SB__KV_I("n", 7), SB__KV_S("q", "say \"hi\"")};
     sb__log_fields(SB_LOG_INFO, &fl, kv, 5, "hello\nworld");
     sb__log(SB_LOG_WARN, NULL, "warned");
     sb__log(SB_LOG_ERROR, NULL, "failed");

@@ -53,8 +53,7 @@ static void test_missing_file(void **state)
 {
     char err[512] = "";
     sb__module_t *m;
-    assert_int_equal(sb__module_open("/nonexistent/mod.so", &m, err, sizeof err),
-                     SB_ENOTFOUND);
+    assert_int_equal(sb__module_open("/nonexistent/mod.so", &m, err, sizeof err), SB_ENOTFOUND);
     assert_non_null(strstr(err, "cannot load module /nonexistent/mod.so"));
 }
 

@@ -105,8 +105,8 @@ static void expect(sb__router_t *r, const char *key, ...)
         if (i >= n)
             fail_msg("key \"%s\": %zu matches, expected more (next T[%d])", key, n, t);
         if (out[i] != &T[t])
-            fail_msg("key \"%s\": match %zu is T[%td], expected T[%d]", key, i,
-                     (int *)out[i] - T, t);
+            fail_msg("key \"%s\": match %zu is T[%td], expected T[%d]", key, i, (int *)out[i] - T,
+                     t);
     }
     va_end(ap);
     if (i != n)
@@ -364,8 +364,8 @@ static void add_bad(sb__router_t *r, const char *pattern, void *target, int want
     size_t before = sb__router_size(r);
     int rc = sb__router_add(r, pattern, target, err, sizeof err);
     if (rc != want)
-        fail_msg("add \"%.40s\": %s, expected %s", pattern ? pattern : "(null)",
-                 sb_err_name(rc), sb_err_name(want));
+        fail_msg("add \"%.40s\": %s, expected %s", pattern ? pattern : "(null)", sb_err_name(rc),
+                 sb_err_name(want));
     if (!strstr(err, in_err))
         fail_msg("add \"%.40s\": error \"%s\" lacks \"%s\"", pattern ? pattern : "(null)", err,
                  in_err);
@@ -517,16 +517,57 @@ static void fail_free(void *p)
 }
 
 static const char *const sweep_patterns[] = {
-    "a.b", "a.*", "#", "a.#.b", "*.#.*", "DataSyncCompletedEvent", "x.y.z", "a.b", "#.#",
-    "q.w.e.r.t.y", "", "a..b", "Svc1.Entity1.*", "Svc1.#", "Svc2.Entity3.Created", "#.a",
-    "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11", "p12", "p13",
-    "p14", "p15", "p16", "p17", "p18", "p19", "p20", "a.b.c.d.e.f.g.h.i.j.k",
+    "a.b",
+    "a.*",
+    "#",
+    "a.#.b",
+    "*.#.*",
+    "DataSyncCompletedEvent",
+    "x.y.z",
+    "a.b",
+    "#.#",
+    "q.w.e.r.t.y",
+    "",
+    "a..b",
+    "Svc1.Entity1.*",
+    "Svc1.#",
+    "Svc2.Entity3.Created",
+    "#.a",
+    "p1",
+    "p2",
+    "p3",
+    "p4",
+    "p5",
+    "p6",
+    "p7",
+    "p8",
+    "p9",
+    "p10",
+    "p11",
+    "p12",
+    "p13",
+    "p14",
+    "p15",
+    "p16",
+    "p17",
+    "p18",
+    "p19",
+    "p20",
+    "a.b.c.d.e.f.g.h.i.j.k",
 };
 #define N_SWEEP (sizeof sweep_patterns / sizeof sweep_patterns[0])
 
-static const char *const sweep_keys[] = {
-    "a.b", "a",   "", "a.x.b", "x.y.z", "p7", "Svc1.Entity1.Updated", "a..b", "q.w.e.r.t.y",
-    "z.a", "DataSyncCompletedEvent"};
+static const char *const sweep_keys[] = {"a.b",
+                                         "a",
+                                         "",
+                                         "a.x.b",
+                                         "x.y.z",
+                                         "p7",
+                                         "Svc1.Entity1.Updated",
+                                         "a..b",
+                                         "q.w.e.r.t.y",
+                                         "z.a",
+                                         "DataSyncCompletedEvent"};
 
 static void test_alloc_failures(void **state)
 {
@@ -570,8 +611,8 @@ static void test_alloc_failures(void **state)
         for (size_t k = 0; k < sizeof sweep_keys / sizeof sweep_keys[0]; k++) {
             void *out[16];
             size_t n;
-            assert_int_equal(
-                sb__router_match(r, sweep_keys[k], strlen(sweep_keys[k]), out, 16, &n), SB_EOK);
+            assert_int_equal(sb__router_match(r, sweep_keys[k], strlen(sweep_keys[k]), out, 16, &n),
+                             SB_EOK);
             /* Expected: targets in first-successful-add order. */
             void *want[16];
             size_t nw = 0;
@@ -671,8 +712,8 @@ static void test_random_cross_check(void **state)
                 if (!hit)
                     continue;
                 if (nw >= n || out[nw] != &T[order[j]])
-                    fail_msg("round %d key \"%s\": target T[%d] missing or misplaced at %zu",
-                             round, key, order[j], nw);
+                    fail_msg("round %d key \"%s\": target T[%d] missing or misplaced at %zu", round,
+                             key, order[j], nw);
                 nw++;
             }
             if (nw != n)

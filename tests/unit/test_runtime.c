@@ -128,7 +128,7 @@ static void test_timers_fire_in_order(void **state)
     assert_int_equal(sb__timer_start(cancelled, 5, false), SB_EOK);
     sb__timer_stop(cancelled);
     assert_false(sb__timer_pending(cancelled));
-    sb__timer_stop(cancelled); /* idempotent */
+    sb__timer_stop(cancelled);                                  /* idempotent */
     assert_int_equal(sb__timer_start(t[3], 40, false), SB_EOK); /* 0 -> 40 ms */
 
     sb__timer_t *stopper = sb__runtime_timer_new(rt, stop_cb, rt);
@@ -282,8 +282,7 @@ static void test_stop_drains_then_finishes(void **state)
     assert_int_equal(p.inflight_at_finish, 0);
     assert_int_equal(p.settled_after_finish, 0);
     assert_true(elapsed >= 90 && elapsed < 2000); /* 5 ticks of 20 ms, not the timeout */
-    assert_int_equal(sb__runtime_add_participant(rt, &participant, &passive_finish),
-                     SB_ESTATE);
+    assert_int_equal(sb__runtime_add_participant(rt, &participant, &passive_finish), SB_ESTATE);
     sb__timer_destroy(p.drain);
     sb__runtime_destroy(rt);
 

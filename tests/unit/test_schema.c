@@ -199,8 +199,8 @@ static void test_required_properties(void **state)
 
 static void test_additional_properties(void **state)
 {
-    const sb__schema_t *s = compile(
-        "{\"properties\": {\"a\": {}}, \"additionalProperties\": false}", NULL);
+    const sb__schema_t *s =
+        compile("{\"properties\": {\"a\": {}}, \"additionalProperties\": false}", NULL);
     valid(s, "{\"a\": 1}");
     invalid(s, "{\"a\": 1, \"b\": 2}", "/b", "property \"b\" is not allowed");
 
@@ -346,19 +346,21 @@ static void test_boolean_schemas(void **state)
 static void test_formats(void **state)
 {
     const sb__schema_t *s = compile("{\"format\": \"email\"}", NULL);
-    const char *good_email[] = {"a@b.co", "first.last+tag@sub.example.com",
-                                "o'brien@example.ie", "u@xn--80ak6aa92e.com",
-                                "jos\303\251@correo.espa\303\261a.es"};
+    const char *good_email[] = {"a@b.co", "first.last+tag@sub.example.com", "o'brien@example.ie",
+                                "u@xn--80ak6aa92e.com", "jos\303\251@correo.espa\303\261a.es"};
     for (size_t i = 0; i < sizeof good_email / sizeof *good_email; i++) {
         char buf[128];
         snprintf(buf, sizeof buf, "\"%s\"", good_email[i]);
         valid(s, buf);
     }
-    const char *bad_email[] = {"not-an-email", "a@b",         "@example.com", "a@",
-                               "a b@example.com", "a@exa mple.com", "a@@example.com",
-                               ".a@example.com", "a.@example.com", "a..b@example.com",
-                               "a@example..com", "a@-example.com", "a@example.com-",
-                               "a@.example.com", "a@example.com.", "a<b>@example.com",
+    const char *bad_email[] = {"not-an-email",    "a@b",
+                               "@example.com",    "a@",
+                               "a b@example.com", "a@exa mple.com",
+                               "a@@example.com",  ".a@example.com",
+                               "a.@example.com",  "a..b@example.com",
+                               "a@example..com",  "a@-example.com",
+                               "a@example.com-",  "a@.example.com",
+                               "a@example.com.",  "a<b>@example.com",
                                "a@exam_ple.com"};
     for (size_t i = 0; i < sizeof bad_email / sizeof *bad_email; i++) {
         char buf[128];
@@ -387,18 +389,30 @@ static void test_formats(void **state)
         snprintf(buf, sizeof buf, "\"%s\"", good_dt[i]);
         valid(s, buf);
     }
-    const char *bad_dt[] = {"2026-02-30T10:00:00Z",   "2025-02-29T10:00:00Z",
-                            "1900-02-29T10:00:00Z",   "2026-04-31T10:00:00Z",
-                            "2026-00-10T10:00:00Z",   "2026-12-00T10:00:00Z",
-                            "2026-12-01T24:00:00Z",   "2026-12-01T10:60:00Z",
-                            "2026-12-01T10:00:61Z",   "1998-12-31T23:58:60Z",
-                            "1998-12-31T22:59:60Z",   "2026-12-01T10:00:00",
-                            "2026-12-01T10:00:00.Z",  "2026-12-01T10:00:00.1234567890Z",
-                            "2026-12-01 10:00:00Z",   "2026-12-01T10:00:00+0100",
-                            "2026-12-01T10:00:00+24:00", "2026-12-01T10:00:00+01:60",
-                            "2026-12-01",             "10:00:00Z",
-                            "2026-12-01T10:00:00ZZ",  "+2026-12-01T10:00:00Z",
-                            "2026-1-01T10:00:00Z",    "\331\242026-12-01T10:00:00Z"};
+    const char *bad_dt[] = {"2026-02-30T10:00:00Z",
+                            "2025-02-29T10:00:00Z",
+                            "1900-02-29T10:00:00Z",
+                            "2026-04-31T10:00:00Z",
+                            "2026-00-10T10:00:00Z",
+                            "2026-12-00T10:00:00Z",
+                            "2026-12-01T24:00:00Z",
+                            "2026-12-01T10:60:00Z",
+                            "2026-12-01T10:00:61Z",
+                            "1998-12-31T23:58:60Z",
+                            "1998-12-31T22:59:60Z",
+                            "2026-12-01T10:00:00",
+                            "2026-12-01T10:00:00.Z",
+                            "2026-12-01T10:00:00.1234567890Z",
+                            "2026-12-01 10:00:00Z",
+                            "2026-12-01T10:00:00+0100",
+                            "2026-12-01T10:00:00+24:00",
+                            "2026-12-01T10:00:00+01:60",
+                            "2026-12-01",
+                            "10:00:00Z",
+                            "2026-12-01T10:00:00ZZ",
+                            "+2026-12-01T10:00:00Z",
+                            "2026-1-01T10:00:00Z",
+                            "\331\242026-12-01T10:00:00Z"};
     for (size_t i = 0; i < sizeof bad_dt / sizeof *bad_dt; i++) {
         char buf[128];
         snprintf(buf, sizeof buf, "\"%s\"", bad_dt[i]);
@@ -422,14 +436,15 @@ static void test_formats(void **state)
 
 static void test_messages_and_pointers(void **state)
 {
-    const sb__schema_t *s = compile("{\"additionalProperties\": {\"items\": {\"type\": \"null\"}}}",
-                                    NULL);
+    const sb__schema_t *s =
+        compile("{\"additionalProperties\": {\"items\": {\"type\": \"null\"}}}", NULL);
     invalid(s, "{\"a/b~c\": [null, null, null, 1]}", "/a~1b~0c/3", "expected null");
     invalid(s, "{\"\": [1]}", "//0", "expected null"); /* key "" then index 0 */
 
     /* Values in messages are escaped and cut. */
     s = compile("{\"type\": \"integer\"}", NULL);
-    invalid(s, "\"line\\nbreak\\u0007\\\"q\\\"\"", "", "got string \"line\\nbreak\\u0007\\\"q\\\"\"");
+    invalid(s, "\"line\\nbreak\\u0007\\\"q\\\"\"", "",
+            "got string \"line\\nbreak\\u0007\\\"q\\\"\"");
     invalid(s, "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "",
             "aaaaaaaa...\"");
 
@@ -469,16 +484,16 @@ static void test_messages_and_pointers(void **state)
 
 static void test_ref_within_file(void **state)
 {
-    const sb__schema_t *s = compile(
-        "{\"$defs\": {\"a/b\": {\"type\": \"integer\"}, \"t~ilde\": {\"type\": \"string\"},"
-        "             \"with space\": {\"type\": \"null\"},"
-        "             \"wrap\": {\"allOf\": [{\"type\": \"boolean\"}]}},"
-        " \"properties\": {\"x\": {\"$ref\": \"#/$defs/a~1b\"},"
-        "                  \"y\": {\"$ref\": \"#/$defs/t~0ilde\"},"
-        "                  \"z\": {\"$ref\": \"#/$defs/with%20space\"},"
-        "                  \"w\": {\"$ref\": \"#/$defs/wrap/allOf/0\"},"
-        "                  \"v\": {\"$ref\": \"#/properties/x\", \"minimum\": 5}}}",
-        NULL);
+    const sb__schema_t *s =
+        compile("{\"$defs\": {\"a/b\": {\"type\": \"integer\"}, \"t~ilde\": {\"type\": \"string\"},"
+                "             \"with space\": {\"type\": \"null\"},"
+                "             \"wrap\": {\"allOf\": [{\"type\": \"boolean\"}]}},"
+                " \"properties\": {\"x\": {\"$ref\": \"#/$defs/a~1b\"},"
+                "                  \"y\": {\"$ref\": \"#/$defs/t~0ilde\"},"
+                "                  \"z\": {\"$ref\": \"#/$defs/with%20space\"},"
+                "                  \"w\": {\"$ref\": \"#/$defs/wrap/allOf/0\"},"
+                "                  \"v\": {\"$ref\": \"#/properties/x\", \"minimum\": 5}}}",
+                NULL);
     valid(s, "{\"x\": 1, \"y\": \"s\", \"z\": null, \"w\": true, \"v\": 7}");
     invalid(s, "{\"x\": \"1\"}", "/x", "expected integer");
     invalid(s, "{\"y\": 1}", "/y", "expected string");
@@ -506,9 +521,9 @@ static void test_ref_sibling_files(void **state)
                "{\"type\": \"object\", \"required\": [\"Id\"],"
                " \"properties\": {\"Id\": {\"$ref\": \"#/$defs/Guid\"}},"
                " \"$defs\": {\"Guid\": {\"type\": \"string\", \"format\": \"uuid\"}}}");
-    write_file("Ev.schema.json",
-               "{\"allOf\": [{\"$ref\": \"Base.schema.json\"},"
-               "            {\"properties\": {\"Other\": {\"$ref\": \"./Base.schema.json#/$defs/Guid\"}}}]}");
+    write_file("Ev.schema.json", "{\"allOf\": [{\"$ref\": \"Base.schema.json\"},"
+                                 "            {\"properties\": {\"Other\": {\"$ref\": "
+                                 "\"./Base.schema.json#/$defs/Guid\"}}}]}");
     char path[256];
     snprintf(path, sizeof path, "%s/Ev.schema.json", tmpdir);
     const sb__schema_t *ev = NULL, *again = NULL, *base = NULL;
@@ -534,12 +549,14 @@ static void test_ref_sibling_files(void **state)
     invalid(inl, "\"nope\"", "", "not a valid UUID");
 
     /* Broken references name the referring file and location. */
-    write_file("Broken.schema.json", "{\"properties\": {\"a\": {\"$ref\": \"Missing.schema.json\"}}}");
+    write_file("Broken.schema.json",
+               "{\"properties\": {\"a\": {\"$ref\": \"Missing.schema.json\"}}}");
     snprintf(path, sizeof path, "%s/Broken.schema.json", tmpdir);
     const sb__schema_t *broken = (const sb__schema_t *)&broken;
     assert_int_equal(sb__schema_load(g_set, path, &broken, err, sizeof err), SB_EIO);
     assert_null(broken);
-    assert_non_null(strstr(err, "Broken.schema.json#/properties/a/$ref: $ref \"Missing.schema.json\""));
+    assert_non_null(
+        strstr(err, "Broken.schema.json#/properties/a/$ref: $ref \"Missing.schema.json\""));
     assert_non_null(strstr(err, "No such file"));
 
     write_file("NotJson.schema.json", "{\"type\": ");
@@ -557,7 +574,8 @@ static void test_ref_sibling_files(void **state)
                      SB_EIO);
 
     /* A failed load leaves the set as it was: earlier schemas still work. */
-    write_file("Bad.schema.json", "{\"allOf\": [{\"$ref\": \"Base.schema.json\"}, {\"anyOf\": []}]}");
+    write_file("Bad.schema.json",
+               "{\"allOf\": [{\"$ref\": \"Base.schema.json\"}, {\"anyOf\": []}]}");
     snprintf(path, sizeof path, "%s/Bad.schema.json", tmpdir);
     assert_int_equal(sb__schema_load(g_set, path, &broken, err, sizeof err), SB_ESCHEMA);
     assert_non_null(strstr(err, "Bad.schema.json#/allOf/1/anyOf: unsupported keyword \"anyOf\""));
@@ -616,17 +634,32 @@ static void test_cycles(void **state)
 
 static void test_refusals(void **state)
 {
-    static const char *unsupported[] = {
-        "oneOf", "anyOf", "not", "if", "then", "else", "patternProperties", "minItems",
-        "maxItems", "uniqueItems", "prefixItems", "contains", "unevaluatedProperties",
-        "dependentRequired", "propertyNames", "multipleOf", "minProperties", "$dynamicRef",
-        "dependencies", "madeUpKeyword"};
+    static const char *unsupported[] = {"oneOf",
+                                        "anyOf",
+                                        "not",
+                                        "if",
+                                        "then",
+                                        "else",
+                                        "patternProperties",
+                                        "minItems",
+                                        "maxItems",
+                                        "uniqueItems",
+                                        "prefixItems",
+                                        "contains",
+                                        "unevaluatedProperties",
+                                        "dependentRequired",
+                                        "propertyNames",
+                                        "multipleOf",
+                                        "minProperties",
+                                        "$dynamicRef",
+                                        "dependencies",
+                                        "madeUpKeyword"};
     for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
         char schema[200], want[200];
         snprintf(schema, sizeof schema,
                  "{\"properties\": {\"x\": {\"type\": \"string\", \"%s\": {}}}}", unsupported[i]);
-        snprintf(want, sizeof want, "#/properties/x/%s: unsupported keyword \"%s\"",
-                 unsupported[i], unsupported[i]);
+        snprintf(want, sizeof want, "#/properties/x/%s: unsupported keyword \"%s\"", unsupported[i],
+                 unsupported[i]);
         compile_bad(schema, NULL, SB_ESCHEMA, want);
     }
     /* Even in a definition nothing refers to. */
@@ -720,9 +753,9 @@ static void test_golden_fixtures(void **state)
     /* Every shipped schema compiles, including the base. */
     const sb__schema_t *sc;
     char err[512] = "";
-    assert_int_equal(sb__schema_load(g_set, SCHEMAS "/IntegrationEvent.schema.json", &sc, err,
-                                     sizeof err),
-                     SB_EOK);
+    assert_int_equal(
+        sb__schema_load(g_set, SCHEMAS "/IntegrationEvent.schema.json", &sc, err, sizeof err),
+        SB_EOK);
 }
 
 /* ---- allocation ---------------------------------------------------------------------- */

@@ -266,8 +266,7 @@ static void test_owner_limit(void **state)
         snprintf(owner, sizeof owner, "o%d", i);
         assert_int_equal(claim_as(s, owner, owner, 100), SB__CLAIM_OWNED);
     }
-    assert_int_equal(sb__memstore_claim_as(s, "one-too-many", "x", 100, on_claim, &a),
-                     SB_ERANGE);
+    assert_int_equal(sb__memstore_claim_as(s, "one-too-many", "x", 100, on_claim, &a), SB_ERANGE);
     assert_int_equal(a.calls, 0);
     /* Known owners keep working, "me" included by name. */
     assert_int_equal(claim_as(s, "o5", "o5", 100), SB__CLAIM_BUSY); /* held by o5 already */
@@ -328,8 +327,7 @@ static void run_model(size_t max_keys, int ops)
             }
             if (want == SB__CLAIM_OWNED)
                 *e = (model_entry_t){1, who, fake_now + dur};
-            sb__claim_result_t got = who ? claim_as(s, owners[who], key, dur)
-                                         : claim(s, key, dur);
+            sb__claim_result_t got = who ? claim_as(s, owners[who], key, dur) : claim(s, key, dur);
             assert_int_equal(got, want);
             break;
         }

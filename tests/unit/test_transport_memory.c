@@ -372,8 +372,12 @@ static void test_retry_delay_and_attempts(void **state)
     ctx_t c;
     setup_ctx(&c, NULL);
     sb__header_t hs[] = {{.name = "keep", .value = "me"}};
-    sb__memtx_msg_t m = {.routing_key = "T", .body = "b", .body_len = 1, .message_id = "m1",
-                         .headers = hs, .n_headers = 1};
+    sb__memtx_msg_t m = {.routing_key = "T",
+                         .body = "b",
+                         .body_len = 1,
+                         .message_id = "m1",
+                         .headers = hs,
+                         .n_headers = 1};
     assert_int_equal(sb__memtx_inject(c.t, &m), SB_EOK);
     assert_int_equal(c.t->ops->start(c.t, NULL, 0), SB_EOK);
     wait_seen(&c, 1);
@@ -382,7 +386,7 @@ static void test_retry_delay_and_attempts(void **state)
     done_t dn = {0};
     uint64_t t0 = mono_ms();
     assert_int_equal(c.t->ops->retry_later(c.t, c.seen[0], 150, 2, on_done, &dn), SB_EOK);
-    assert_int_equal(dn.calls, 0); /* asynchronous */
+    assert_int_equal(dn.calls, 0);                   /* asynchronous */
     assert_int_equal(sb__memtx_outstanding(c.t), 2); /* the copy and the settling original */
     wait_seen(&c, 2);
     uint64_t waited = c.seen_at[1] - t0;
@@ -455,17 +459,24 @@ static void test_dead_letter(void **state)
     sb__header_t hs[] = {{.name = "event-type", .value = "OrderPlaced"},
                          {.name = "bin", .value = bin, .name_len = 3, .value_len = 5},
                          {.name = "empty", .value = ""}};
-    sb__memtx_msg_t m = {.routing_key = "orders.placed", .body = body, .body_len = 5,
-                         .message_id = "m-9", .content_type = "application/json",
-                         .headers = hs, .n_headers = 3};
+    sb__memtx_msg_t m = {.routing_key = "orders.placed",
+                         .body = body,
+                         .body_len = 5,
+                         .message_id = "m-9",
+                         .content_type = "application/json",
+                         .headers = hs,
+                         .n_headers = 3};
     assert_int_equal(sb__memtx_inject(c.t, &m), SB_EOK);
     assert_int_equal(c.t->ops->start(c.t, NULL, 0), SB_EOK);
     wait_seen(&c, 1);
     assert_string_equal(c.seen[0]->source, "orders");
 
     int64_t at = 1767225600123456; /* 2026-01-01T00:00:00.123456Z */
-    sb__dl_meta_t meta = {.reason = "rejected", .error = "bad customer: \"x\"",
-                          .handler = "notifier", .attempts = 3, .consumer = "svc-a",
+    sb__dl_meta_t meta = {.reason = "rejected",
+                          .error = "bad customer: \"x\"",
+                          .handler = "notifier",
+                          .attempts = 3,
+                          .consumer = "svc-a",
                           .failed_at_us = at};
     done_t dn = {0};
     assert_int_equal(c.t->ops->dead_letter(c.t, c.seen[0], &meta, on_done, &dn), SB_EOK);
@@ -513,8 +524,8 @@ static void test_dead_letter(void **state)
     /* No handler, no failed_at: no x-sb-handler header, failed-at is now. */
     inject_simple(&c, "k2", "{}");
     wait_seen(&c, 2);
-    sb__dl_meta_t meta2 = {.reason = "decode", .error = "not JSON", .attempts = 1,
-                           .consumer = "svc-a"};
+    sb__dl_meta_t meta2 = {
+        .reason = "decode", .error = "not JSON", .attempts = 1, .consumer = "svc-a"};
     int64_t before = sb__datetime_now_us();
     assert_int_equal(c.t->ops->dead_letter(c.t, c.seen[1], &meta2, on_done, &dn), SB_EOK);
     int64_t after = sb__datetime_now_us();
@@ -573,8 +584,8 @@ static void test_dlq_replay(void **state)
     ctx_t c;
     setup_ctx(&c, NULL);
     sb__header_t hs[] = {{.name = "x-sb-attempts", .value = "2"}, {.name = "keep", .value = "k"}};
-    sb__memtx_msg_t m = {.routing_key = "T", .body = "b", .body_len = 1, .headers = hs,
-                         .n_headers = 2};
+    sb__memtx_msg_t m = {
+        .routing_key = "T", .body = "b", .body_len = 1, .headers = hs, .n_headers = 2};
     assert_int_equal(sb__memtx_inject(c.t, &m), SB_EOK);
     assert_int_equal(c.t->ops->start(c.t, NULL, 0), SB_EOK);
     sb__dl_meta_t meta = {.reason = "max-attempts", .error = "e", .handler = "h", .attempts = 3};
@@ -612,8 +623,12 @@ static void test_publish(void **state)
     sb__memtx_opts_t o = {.published_keep = 2};
     setup_ctx(&c, &o);
     assert_int_equal(c.t->ops->start(c.t, NULL, 0), SB_EOK);
-    sb__outmsg_t om = {.type = "NotificationRequested", .body = "{\"n\":1}", .body_len = 7,
-                       .key = "cust-1", .id = "out-1", .traceparent = "00-t-s-01",
+    sb__outmsg_t om = {.type = "NotificationRequested",
+                       .body = "{\"n\":1}",
+                       .body_len = 7,
+                       .key = "cust-1",
+                       .id = "out-1",
+                       .traceparent = "00-t-s-01",
                        .tracestate = "k=v"};
     done_t dn = {0};
     assert_int_equal(c.t->ops->publish(c.t, &om, on_done, &dn), SB_EOK);
@@ -792,7 +807,7 @@ static void test_destroy_with_pending(void **state)
     sb__outmsg_t om = {.type = "F", .body = "{}", .body_len = 2};
     assert_int_equal(c.t->ops->publish(c.t, &om, on_done, &dn), SB_EOK);
     assert_true(sb__memtx_outstanding(c.t) >= 6);
-    teardown_ctx(&c); /* LeakSanitizer checks that nothing was left behind */
+    teardown_ctx(&c);              /* LeakSanitizer checks that nothing was left behind */
     assert_int_equal(dn.calls, 0); /* pending callbacks are dropped, not called */
 }
 
@@ -838,8 +853,8 @@ static void test_alloc_failure(void **state)
         sb__header_t many[20];
         for (int i = 0; i < 20; i++)
             many[i] = (sb__header_t){.name = "h", .value = "v"};
-        sb__memtx_msg_t m = {.routing_key = "T", .body = "x", .body_len = 1, .headers = many,
-                             .n_headers = 20};
+        sb__memtx_msg_t m = {
+            .routing_key = "T", .body = "x", .body_len = 1, .headers = many, .n_headers = 20};
         rc = sb__memtx_inject(c.t, &m);
         if (rc == SB_EOK) {
             assert_int_equal(c.t->ops->start(c.t, NULL, 0), SB_EOK);

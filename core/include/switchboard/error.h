@@ -9,32 +9,32 @@
 #include "switchboard/common.h"
 
 /* X(NAME, value, description) */
-#define SB_ERROR_LIST(X)                                                                  \
-    X(OK, 0, "success")                                                                   \
-    X(NOMEM, -1, "out of memory")                                                         \
-    X(INVAL, -2, "invalid argument")                                                      \
-    X(RANGE, -3, "value out of range")                                                    \
-    X(PARSE, -4, "malformed input")                                                       \
-    X(IO, -5, "input/output error")                                                       \
-    X(NOTFOUND, -6, "not found")                                                          \
-    X(EXISTS, -7, "already exists")                                                       \
-    X(ABI, -8, "handler ABI mismatch")                                                    \
-    X(CONFIG, -9, "invalid configuration")                                                \
-    X(TIMEOUT, -10, "timed out")                                                          \
-    X(CLOSED, -11, "closed or shutting down")                                             \
-    X(UNAVAILABLE, -12, "service unavailable")                                            \
-    X(TOOBIG, -13, "too large")                                                           \
-    X(DECODE, -14, "message could not be decoded")                                        \
-    X(SCHEMA, -15, "message failed schema validation")                                    \
-    X(UNROUTABLE, -16, "no handler matches the event")                                    \
-    X(BUSY, -17, "resource busy")                                                         \
+#define SB_ERROR_LIST(X)                                                                           \
+    X(OK, 0, "success")                                                                            \
+    X(NOMEM, -1, "out of memory")                                                                  \
+    X(INVAL, -2, "invalid argument")                                                               \
+    X(RANGE, -3, "value out of range")                                                             \
+    X(PARSE, -4, "malformed input")                                                                \
+    X(IO, -5, "input/output error")                                                                \
+    X(NOTFOUND, -6, "not found")                                                                   \
+    X(EXISTS, -7, "already exists")                                                                \
+    X(ABI, -8, "handler ABI mismatch")                                                             \
+    X(CONFIG, -9, "invalid configuration")                                                         \
+    X(TIMEOUT, -10, "timed out")                                                                   \
+    X(CLOSED, -11, "closed or shutting down")                                                      \
+    X(UNAVAILABLE, -12, "service unavailable")                                                     \
+    X(TOOBIG, -13, "too large")                                                                    \
+    X(DECODE, -14, "message could not be decoded")                                                 \
+    X(SCHEMA, -15, "message failed schema validation")                                             \
+    X(UNROUTABLE, -16, "no handler matches the event")                                             \
+    X(BUSY, -17, "resource busy")                                                                  \
     X(STATE, -18, "operation not valid in the current state")
 
 typedef enum sb_err {
 #define SB__ERR_ENUM(name, value, text) SB_E##name = (value),
     SB_ERROR_LIST(SB__ERR_ENUM)
 #undef SB__ERR_ENUM
-    SB__ERR_LAST = -19 /* one past the most negative code; not an error itself */
+        SB__ERR_LAST = -19 /* one past the most negative code; not an error itself */
 } sb_err_t;
 
 SB_BEGIN_DECLS

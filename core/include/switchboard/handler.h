@@ -115,10 +115,10 @@ extern const sb_host_api *sb_module_host;
 
 /* A module's description of itself. Must outlive the module (static storage). */
 typedef struct sb_module {
-    uint32_t abi_version; /* SB_HANDLER_ABI_VERSION the module was built against */
-    uint32_t struct_size; /* sizeof(sb_module_t) in the module */
-    const char *name;     /* e.g. "notifier" */
-    const char *version;  /* the module's own version, e.g. "1.0.0" */
+    uint32_t abi_version;             /* SB_HANDLER_ABI_VERSION the module was built against */
+    uint32_t struct_size;             /* sizeof(sb_module_t) in the module */
+    const char *name;                 /* e.g. "notifier" */
+    const char *version;              /* the module's own version, e.g. "1.0.0" */
     const sb_handler_def_t *handlers; /* terminated by an entry with name == NULL */
     /* Called once per configured instance, before any handler runs, with the instance's
      * `config:` subtree (borrowed for the call; NULL when absent). Store per-instance state
@@ -221,8 +221,8 @@ static inline void sb_ctx_reason(sb_context_t *ctx, const char *fmt, ...)
  * partitioning). The source message is acked only after every follow-up is confirmed by
  * the broker; a failed publish turns this handler's outcome into SB_RETRY. Follow-ups carry
  * the source's trace context. Loop thread or worker thread. 0 or a negative error. */
-static inline int sb_ctx_publish(sb_context_t *ctx, const char *type, const char *body,
-                                 size_t len, const char *key)
+static inline int sb_ctx_publish(sb_context_t *ctx, const char *type, const char *body, size_t len,
+                                 const char *key)
 {
     return sb_module_host->ctx_publish(ctx, type, body, len, key);
 }
@@ -252,20 +252,19 @@ static inline void *sb_loop_base(void)
  *     SB_MODULE_DEFINE(my_module)                                                        */
 #define SB_MODULE_HEADER .abi_version = SB_HANDLER_ABI_VERSION, .struct_size = sizeof(sb_module_t)
 
-#define SB_MODULE_DEFINE(descriptor)                                                       \
-    const sb_host_api *sb_module_host;                                                     \
-    SB_MODULE_EXPORT const sb_module_t *sb_module_init(const sb_host_api *host,            \
-                                                       char *errstr, size_t errstr_size);  \
-    const sb_module_t *sb_module_init(const sb_host_api *host, char *errstr,               \
-                                      size_t errstr_size)                                  \
-    {                                                                                      \
-        if (!host || host->abi_version != SB_HANDLER_ABI_VERSION) {                        \
-            if (errstr && errstr_size)                                                     \
-                errstr[0] = '\0';                                                          \
-            return &(descriptor); /* the host reports the mismatch */                      \
-        }                                                                                  \
-        sb_module_host = host;                                                             \
-        return &(descriptor);                                                              \
+#define SB_MODULE_DEFINE(descriptor)                                                               \
+    const sb_host_api *sb_module_host;                                                             \
+    SB_MODULE_EXPORT const sb_module_t *sb_module_init(const sb_host_api *host, char *errstr,      \
+                                                       size_t errstr_size);                        \
+    const sb_module_t *sb_module_init(const sb_host_api *host, char *errstr, size_t errstr_size)   \
+    {                                                                                              \
+        if (!host || host->abi_version != SB_HANDLER_ABI_VERSION) {                                \
+            if (errstr && errstr_size)                                                             \
+                errstr[0] = '\0';                                                                  \
+            return &(descriptor); /* the host reports the mismatch */                              \
+        }                                                                                          \
+        sb_module_host = host;                                                                     \
+        return &(descriptor);                                                                      \
     }
 
 #ifdef __cplusplus

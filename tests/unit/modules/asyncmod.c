@@ -49,8 +49,7 @@ struct waiter {
 static uint64_t cfg_ms(json_t *config, const char *key, uint64_t def)
 {
     json_t *v = config ? json_object_get(config, key) : NULL;
-    return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v)
-                                                            : def;
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (uint64_t)json_integer_value(v) : def;
 }
 
 static int async_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
@@ -216,12 +215,8 @@ static const sb_handler_def_t handlers[] = {
 };
 
 static const sb_module_t asyncmod = {
-    SB_MODULE_HEADER,
-    .name = "asyncmod",
-    .version = "1.0.0",
-    .handlers = handlers,
-    .init = async_init,
-    .shutdown = async_shutdown,
+    SB_MODULE_HEADER,     .name = "asyncmod", .version = "1.0.0",
+    .handlers = handlers, .init = async_init, .shutdown = async_shutdown,
 };
 
 SB_MODULE_DEFINE(asyncmod)
