@@ -5,6 +5,7 @@
 
 #include "switchboard/switchboard.h"
 #include "cmd_demo.h"
+#include "cmd_dlq.h"
 #include "cmd_new_handler.h"
 #include "cmd_run.h"
 #include "config.h"
@@ -25,6 +26,8 @@ static void usage(FILE *out)
             "commands:\n"
             "  version, --version       print the version and handler ABI\n"
             "  run [-c FILE]            consume with the configuration in FILE\n"
+            "  dlq -c FILE <verb> ...   dead letters: stats, list, show, export, import,\n"
+            "                           replay, purge (RabbitMQ; see dlq --help)\n"
             "  demo [--events N]        run the embedded demo (no broker needed)\n"
             "  config check -c FILE     validate a config file and print the effective config\n"
             "  config reference         print every configuration key\n"
@@ -84,6 +87,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(verb, "run"))
         return sb__cmd_run(argc - 2, argv + 2);
+    if (!strcmp(verb, "dlq"))
+        return sb__cmd_dlq(argc - 2, argv + 2);
     if (!strcmp(verb, "demo"))
         return sb__cmd_demo(argc - 2, argv + 2);
     if (!strcmp(verb, "config"))

@@ -1536,8 +1536,11 @@ typedef struct kv {
 
 static bool drop_key(amqp_bytes_t k, bool all_xsb)
 {
+    /* A dead letter gets fresh failure headers, but keeps its replay history so that
+     * `dlq replay --max-replays` counts across replay and failure cycles. */
     if (all_xsb)
-        return k.len >= 5 && memcmp(k.bytes, "x-sb-", 5) == 0;
+        return k.len >= 5 && memcmp(k.bytes, "x-sb-", 5) == 0 &&
+               !key_is(k, "x-sb-replay-count") && !key_is(k, "x-sb-replayed-at");
     return key_is(k, "x-sb-attempts") || key_is(k, "x-sb-routing-key") ||
            key_is(k, "x-sb-exchange");
 }
