@@ -5,7 +5,7 @@ set -euo pipefail
 build_pkgs=(build-essential cmake ninja-build pkg-config
             librdkafka-dev librabbitmq-dev libjansson-dev libevent-dev libhiredis-dev
             libyaml-dev libssl-dev)
-test_pkgs=(clang libclang-rt-14-dev llvm libcmocka-dev
+test_pkgs=(clang clang-format-14 libclang-rt-14-dev llvm libcmocka-dev
            redis-server redis-tools rabbitmq-server amqp-tools kcat
            maven bc prometheus)
 pkgs=("${build_pkgs[@]}")

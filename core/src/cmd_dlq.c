@@ -28,11 +28,11 @@
 #include "dlq_filter.h"
 #include "ratelimit.h"
 
-#define EX_OK_ 0
-#define EX_FAIL 1
-#define EX_USAGE_ 64
-#define EX_UNAVAILABLE_ 69
-#define EX_CONFIG_ 78
+#define EX_OK_           0
+#define EX_FAIL          1
+#define EX_USAGE_        64
+#define EX_UNAVAILABLE_  69
+#define EX_CONFIG_       78
 #define MAX_FAILED_SHOWN 50
 
 typedef enum { V_STATS, V_LIST, V_SHOW, V_EXPORT, V_IMPORT, V_REPLAY, V_PURGE } verb_t;
@@ -61,18 +61,17 @@ static int64_t mono_us(void)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: switchboard dlq -c FILE <verb> [options]\n"
-            "verbs:\n"
-            "  stats                     counts by reason, event type and handler\n"
-            "  list [--json]             one line per dead letter\n"
-            "  show ID                   every property and header of one dead letter\n"
-            "  export --out FILE.jsonl   lossless copy (messages stay in the DLQ)\n"
-            "  import FILE.jsonl         publish records into the DLQ (confirmed)\n"
-            "  replay [--to EXCHANGE[:ROUTING_KEY]] [--max-replays N] [--force] [--rate N/s]\n"
-            "  purge [--all]             remove the selected dead letters\n"
-            "filters: --type PATTERN --reason LIST --error REGEX --handler LIST --since TIME\n"
-            "         --until TIME --id ID --limit N; also --queue NAME, --dry-run\n");
+    fprintf(f, "usage: switchboard dlq -c FILE <verb> [options]\n"
+               "verbs:\n"
+               "  stats                     counts by reason, event type and handler\n"
+               "  list [--json]             one line per dead letter\n"
+               "  show ID                   every property and header of one dead letter\n"
+               "  export --out FILE.jsonl   lossless copy (messages stay in the DLQ)\n"
+               "  import FILE.jsonl         publish records into the DLQ (confirmed)\n"
+               "  replay [--to EXCHANGE[:ROUTING_KEY]] [--max-replays N] [--force] [--rate N/s]\n"
+               "  purge [--all]             remove the selected dead letters\n"
+               "filters: --type PATTERN --reason LIST --error REGEX --handler LIST --since TIME\n"
+               "         --until TIME --id ID --limit N; also --queue NAME, --dry-run\n");
 }
 
 static const char *rec_id(const sb__dlq_record_t *r, char *buf, size_t n)
@@ -88,8 +87,7 @@ static const char *rec_id(const sb__dlq_record_t *r, char *buf, size_t n)
     return buf;
 }
 
-static void note_failed(dlqcmd_t *c, const sb__dlq_record_t *r, const char *what,
-                        const char *why)
+static void note_failed(dlqcmd_t *c, const sb__dlq_record_t *r, const char *what, const char *why)
 {
     char idb[96];
     const char *id = rec_id(r, idb, sizeof idb);
@@ -184,7 +182,9 @@ static bool handle(dlqcmd_t *c, const sb__dlq_record_t *r, sb__dlq_stats_t *stat
         else
             print_row(r);
         return false;
-    case V_SHOW: print_show(r); return false;
+    case V_SHOW:
+        print_show(r);
+        return false;
     case V_EXPORT:
         if (write_json(r, out) != SB_EOK) {
             c->failed++;
@@ -232,7 +232,8 @@ static bool handle(dlqcmd_t *c, const sb__dlq_record_t *r, sb__dlq_stats_t *stat
         }
         return true;
     }
-    case V_IMPORT: break;
+    case V_IMPORT:
+        break;
     }
     return false;
 }
@@ -247,8 +248,7 @@ static int scan(dlqcmd_t *c)
     if (c->verb == V_EXPORT) {
         out = strcmp(c->out_path, "-") ? fopen(c->out_path, "w") : stdout;
         if (!out) {
-            fprintf(stderr, "switchboard dlq: cannot write %s: %s\n", c->out_path,
-                    strerror(errno));
+            fprintf(stderr, "switchboard dlq: cannot write %s: %s\n", c->out_path, strerror(errno));
             sb__dlq_stats_destroy(stats);
             return EX_FAIL;
         }
@@ -289,14 +289,13 @@ static int scan(dlqcmd_t *c)
     }
     progress(c, true);
     if (out && out != stdout && fclose(out) != 0) {
-        fprintf(stderr, "switchboard dlq: writing %s failed: %s\n", c->out_path,
-                strerror(errno));
+        fprintf(stderr, "switchboard dlq: writing %s failed: %s\n", c->out_path, strerror(errno));
         status = EX_FAIL;
     }
     if (stats) {
         char *txt = NULL;
-        if ((c->json ? sb__dlq_stats_to_json(stats, &txt) : sb__dlq_stats_format_table(stats, &txt)) ==
-            SB_EOK) {
+        if ((c->json ? sb__dlq_stats_to_json(stats, &txt)
+                     : sb__dlq_stats_format_table(stats, &txt)) == SB_EOK) {
             fputs(txt, stdout);
             if (c->json)
                 fputc('\n', stdout);
@@ -515,8 +514,8 @@ int sb__cmd_dlq(int argc, char **argv)
     }
     c.ops = &sb__dlq_amqp_ops;
     bool writes = c.verb == V_IMPORT || ((c.verb == V_REPLAY || c.verb == V_PURGE) && !c.dry_run);
-    sb__dlq_open_opts_t oo = {.dlq = c.queue, .read_only = !writes, .since_ms = -1,
-                              .start_offset = -1};
+    sb__dlq_open_opts_t oo = {
+        .dlq = c.queue, .read_only = !writes, .since_ms = -1, .start_offset = -1};
     err[0] = '\0';
     int rc = c.ops->open(cfg, &oo, &c.b, err, sizeof err);
     if (rc != SB_EOK) {
@@ -539,19 +538,20 @@ int sb__cmd_dlq(int argc, char **argv)
     c.ops->close(c.b);
     c.b = NULL;
 
-    static const char *const done_word[] = {"counted", "listed", "shown", "exported",
+    static const char *const done_word[] = {"counted",  "listed",   "shown", "exported",
                                             "imported", "replayed", "purged"};
     if (c.verb == V_STATS || c.verb == V_LIST || c.verb == V_SHOW)
         fprintf(stderr, "switchboard dlq %s: %llu scanned, %llu selected\n", verb,
                 (unsigned long long)c.seen, (unsigned long long)c.selected);
     else
-        fprintf(stderr, "switchboard dlq %s: %llu scanned, %llu selected, %llu %s%s, %llu failed%s\n",
-                verb, (unsigned long long)c.seen, (unsigned long long)c.selected,
+        fprintf(stderr,
+                "switchboard dlq %s: %llu scanned, %llu selected, %llu %s%s, %llu failed%s\n", verb,
+                (unsigned long long)c.seen, (unsigned long long)c.selected,
                 (unsigned long long)c.moved, c.dry_run ? "would be " : "", done_word[c.verb],
                 (unsigned long long)c.failed, c.dry_run ? " (dry run: nothing moved)" : "");
     if (c.refused)
-        fprintf(stderr, "switchboard dlq %s: %llu refused (max replays reached; --force)\n",
-                verb, (unsigned long long)c.refused);
+        fprintf(stderr, "switchboard dlq %s: %llu refused (max replays reached; --force)\n", verb,
+                (unsigned long long)c.refused);
     if (c.failed || c.refused) {
         fprintf(stderr, "switchboard dlq %s: not moved:", verb);
         for (size_t i = 0; i < c.n_failed_ids; i++)

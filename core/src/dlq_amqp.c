@@ -37,11 +37,11 @@
 #include "dlq_amqp.h"
 #include "errf.h"
 
-#define CH_GET 1
-#define CH_PUB 2
-#define FRAME_MAX 131072
-#define CONNECT_TIMEOUT_S 10
-#define CONFIRM_TIMEOUT_S 30
+#define CH_GET                1
+#define CH_PUB                2
+#define FRAME_MAX             131072
+#define CONNECT_TIMEOUT_S     10
+#define CONFIRM_TIMEOUT_S     30
 #define SB__DLQ_AMQP_MAX_HELD 1000000u
 
 typedef struct amqpdlq {
@@ -208,8 +208,7 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
         if (cert && *cert && key && *key &&
             amqp_ssl_socket_set_key(s, cert, key) != AMQP_STATUS_OK) {
             rc = sb__errf(errstr, n, SB_ECONFIG,
-                          "amqp: TLS: cannot load the client certificate %s / key %s", cert,
-                          key);
+                          "amqp: TLS: cannot load the client certificate %s / key %s", cert, key);
             goto err;
         }
         amqp_ssl_socket_set_verify_peer(s, verify);
@@ -218,14 +217,15 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
     struct timeval tv = {CONNECT_TIMEOUT_S, 0};
     int st = amqp_socket_open_noblock(s, b->ci.host, b->ci.port, &tv);
     if (st != AMQP_STATUS_OK) {
-        rc = sb__errf(errstr, n, SB_EUNAVAILABLE, "amqp: cannot connect to %s:%d%s: %s",
-                      b->ci.host, b->ci.port, tls ? " (TLS)" : "", amqp_error_string2(st));
+        rc = sb__errf(errstr, n, SB_EUNAVAILABLE, "amqp: cannot connect to %s:%d%s: %s", b->ci.host,
+                      b->ci.port, tls ? " (TLS)" : "", amqp_error_string2(st));
         b->broken = true;
         goto err;
     }
     amqp_set_rpc_timeout(b->c, &tv);
-    amqp_table_entry_t prop = {amqp_cstring_bytes("connection_name"),
-                               {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("switchboard dlq")}}};
+    amqp_table_entry_t prop = {
+        amqp_cstring_bytes("connection_name"),
+        {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes("switchboard dlq")}}};
     amqp_table_t client_props = {1, &prop};
     amqp_rpc_reply_t r = amqp_login_with_properties(
         b->c, b->ci.vhost, 3, FRAME_MAX, 0, &client_props, AMQP_SASL_METHOD_PLAIN, b->ci.user,
@@ -233,9 +233,8 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
     char why[300];
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         reply_text(r, why, sizeof why);
-        rc = sb__errf(errstr, n, SB_EUNAVAILABLE,
-                      "amqp: login to %s:%d vhost %s as %s refused: %s", b->ci.host,
-                      b->ci.port, b->ci.vhost, b->ci.user, why);
+        rc = sb__errf(errstr, n, SB_EUNAVAILABLE, "amqp: login to %s:%d vhost %s as %s refused: %s",
+                      b->ci.host, b->ci.port, b->ci.vhost, b->ci.user, why);
         b->broken = true;
         goto err;
     }
@@ -257,8 +256,8 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
         b->broken = true;
         goto err;
     }
-    amqp_queue_declare_ok_t *ok = amqp_queue_declare(
-        b->c, CH_GET, amqp_cstring_bytes(b->queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(b->c, CH_GET, amqp_cstring_bytes(b->queue), 1,
+                                                     0, 0, 0, amqp_empty_table);
     r = amqp_get_rpc_reply(b->c);
     if (!ok || r.reply_type != AMQP_RESPONSE_NORMAL) {
         reply_text(r, why, sizeof why);
@@ -293,8 +292,8 @@ static int add_table(sb__dlq_list_t *l, const amqp_table_t *t, int depth)
 {
     for (int i = 0; i < t->num_entries; i++) {
         const amqp_table_entry_t *e = &t->entries[i];
-        int rc = add_field(l, e->key.bytes ? (const char *)e->key.bytes : "", e->key.len,
-                           &e->value, depth);
+        int rc = add_field(l, e->key.bytes ? (const char *)e->key.bytes : "", e->key.len, &e->value,
+                           depth);
         if (rc != SB_EOK)
             return rc;
     }
@@ -311,18 +310,40 @@ static int add_field(sb__dlq_list_t *l, const char *name, size_t name_len,
     v.type = (char)fv->kind;
     int rc;
     switch (fv->kind) {
-    case AMQP_FIELD_KIND_BOOLEAN: v.as.b = fv->value.boolean != 0; break;
-    case AMQP_FIELD_KIND_I8: v.as.i = fv->value.i8; break;
-    case AMQP_FIELD_KIND_U8: v.as.u = fv->value.u8; break;
-    case AMQP_FIELD_KIND_I16: v.as.i = fv->value.i16; break;
-    case AMQP_FIELD_KIND_U16: v.as.u = fv->value.u16; break;
-    case AMQP_FIELD_KIND_I32: v.as.i = fv->value.i32; break;
-    case AMQP_FIELD_KIND_U32: v.as.u = fv->value.u32; break;
-    case AMQP_FIELD_KIND_I64: v.as.i = fv->value.i64; break;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        v.as.b = fv->value.boolean != 0;
+        break;
+    case AMQP_FIELD_KIND_I8:
+        v.as.i = fv->value.i8;
+        break;
+    case AMQP_FIELD_KIND_U8:
+        v.as.u = fv->value.u8;
+        break;
+    case AMQP_FIELD_KIND_I16:
+        v.as.i = fv->value.i16;
+        break;
+    case AMQP_FIELD_KIND_U16:
+        v.as.u = fv->value.u16;
+        break;
+    case AMQP_FIELD_KIND_I32:
+        v.as.i = fv->value.i32;
+        break;
+    case AMQP_FIELD_KIND_U32:
+        v.as.u = fv->value.u32;
+        break;
+    case AMQP_FIELD_KIND_I64:
+        v.as.i = fv->value.i64;
+        break;
     case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP: v.as.u = fv->value.u64; break;
-    case AMQP_FIELD_KIND_F32: v.as.f = fv->value.f32; break;
-    case AMQP_FIELD_KIND_F64: v.as.d = fv->value.f64; break;
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        v.as.u = fv->value.u64;
+        break;
+    case AMQP_FIELD_KIND_F32:
+        v.as.f = fv->value.f32;
+        break;
+    case AMQP_FIELD_KIND_F64:
+        v.as.d = fv->value.f64;
+        break;
     case AMQP_FIELD_KIND_DECIMAL:
         v.as.dec.scale = fv->value.decimal.decimals;
         v.as.dec.value = fv->value.decimal.value;
@@ -332,7 +353,8 @@ static int add_field(sb__dlq_list_t *l, const char *name, size_t name_len,
         v.as.bytes.p = fv->value.bytes.bytes ? (char *)fv->value.bytes.bytes : (char *)"";
         v.as.bytes.len = fv->value.bytes.len;
         break;
-    case AMQP_FIELD_KIND_VOID: break;
+    case AMQP_FIELD_KIND_VOID:
+        break;
     case AMQP_FIELD_KIND_TABLE:
         rc = add_table(&v.as.list, &fv->value.table, depth + 1);
         if (rc == SB_EOK)
@@ -347,7 +369,8 @@ static int add_field(sb__dlq_list_t *l, const char *name, size_t name_len,
             rc = sb__dlq_list_add(l, name, name_len, &v, NULL);
         sb__dlq_list_clear(&v.as.list);
         return rc;
-    default: return SB_EINVAL;
+    default:
+        return SB_EINVAL;
     }
     return sb__dlq_list_add(l, name, name_len, &v, NULL);
 }
@@ -504,24 +527,48 @@ static int fill_value(amqp_pool_t *pool, const sb__dlq_value_t *v, amqp_field_va
 {
     o->kind = (uint8_t)v->type;
     switch (v->type) {
-    case 't': o->value.boolean = v->as.b; break;
-    case 'b': o->value.i8 = (int8_t)v->as.i; break;
-    case 'B': o->value.u8 = (uint8_t)v->as.u; break;
-    case 's': o->value.i16 = (int16_t)v->as.i; break;
-    case 'u': o->value.u16 = (uint16_t)v->as.u; break;
-    case 'I': o->value.i32 = (int32_t)v->as.i; break;
-    case 'i': o->value.u32 = (uint32_t)v->as.u; break;
-    case 'l': o->value.i64 = v->as.i; break;
+    case 't':
+        o->value.boolean = v->as.b;
+        break;
+    case 'b':
+        o->value.i8 = (int8_t)v->as.i;
+        break;
+    case 'B':
+        o->value.u8 = (uint8_t)v->as.u;
+        break;
+    case 's':
+        o->value.i16 = (int16_t)v->as.i;
+        break;
+    case 'u':
+        o->value.u16 = (uint16_t)v->as.u;
+        break;
+    case 'I':
+        o->value.i32 = (int32_t)v->as.i;
+        break;
+    case 'i':
+        o->value.u32 = (uint32_t)v->as.u;
+        break;
+    case 'l':
+        o->value.i64 = v->as.i;
+        break;
     case 'L':
-    case 'T': o->value.u64 = v->as.u; break;
-    case 'f': o->value.f32 = v->as.f; break;
-    case 'd': o->value.f64 = v->as.d; break;
+    case 'T':
+        o->value.u64 = v->as.u;
+        break;
+    case 'f':
+        o->value.f32 = v->as.f;
+        break;
+    case 'd':
+        o->value.f64 = v->as.d;
+        break;
     case 'D':
         o->value.decimal.decimals = v->as.dec.scale;
         o->value.decimal.value = v->as.dec.value;
         break;
     case 'S':
-    case 'x': o->value.bytes = rec_bytes(&v->as.bytes); break;
+    case 'x':
+        o->value.bytes = rec_bytes(&v->as.bytes);
+        break;
     case 'K': /* a Kafka header: bytes, or void for a null value */
         if (v->as.bytes.p) {
             o->kind = AMQP_FIELD_KIND_BYTES;
@@ -530,8 +577,10 @@ static int fill_value(amqp_pool_t *pool, const sb__dlq_value_t *v, amqp_field_va
             o->kind = AMQP_FIELD_KIND_VOID;
         }
         break;
-    case 'V': break;
-    case 'F': return fill_table(pool, &v->as.list, &o->value.table);
+    case 'V':
+        break;
+    case 'F':
+        return fill_table(pool, &v->as.list, &o->value.table);
     case 'A': {
         const sb__dlq_list_t *l = &v->as.list;
         o->value.array.num_entries = (int)l->n;
@@ -547,13 +596,13 @@ static int fill_value(amqp_pool_t *pool, const sb__dlq_value_t *v, amqp_field_va
         }
         return SB_EOK;
     }
-    default: return SB_EINVAL;
+    default:
+        return SB_EINVAL;
     }
     return SB_EOK;
 }
 
-static int record_to_props(amqp_pool_t *pool, const sb__dlq_record_t *r,
-                           amqp_basic_properties_t *p)
+static int record_to_props(amqp_pool_t *pool, const sb__dlq_record_t *r, amqp_basic_properties_t *p)
 {
     memset(p, 0, sizeof *p);
     static const struct {
@@ -659,14 +708,14 @@ static int wait_confirm(amqpdlq_t *b, uint64_t seq, char *errstr, size_t n)
             amqp_channel_close_t *m = f.payload.method.decoded;
             b->broken = true;
             int rc = m->reply_code == AMQP_NOT_FOUND ? SB_ENOTFOUND : SB_EUNAVAILABLE;
-            return sb__errf(errstr, n, rc, "channel closed by the broker: %u %.*s",
-                            m->reply_code, (int)m->reply_text.len,
-                            (const char *)m->reply_text.bytes);
+            return sb__errf(errstr, n, rc, "channel closed by the broker: %u %.*s", m->reply_code,
+                            (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         }
         case AMQP_CONNECTION_CLOSE_METHOD:
             b->broken = true;
             return sb__errf(errstr, n, SB_EUNAVAILABLE, "connection closed by the broker");
-        default: break;
+        default:
+            break;
         }
     }
 }
@@ -714,13 +763,12 @@ static int dlq_publish(sb__dlq_backend_t *bb, const sb__dlq_record_t *rec,
     }
     size_t blen;
     const char *body = sb__dlq_record_get(rec, SB__DLQ_BODY, &blen);
-    int st = amqp_basic_publish(b->c, CH_PUB, ex, rk, 1, 0, &props,
-                                (amqp_bytes_t){blen, (void *)body});
+    int st =
+        amqp_basic_publish(b->c, CH_PUB, ex, rk, 1, 0, &props, (amqp_bytes_t){blen, (void *)body});
     empty_amqp_pool(&pool);
     if (st != AMQP_STATUS_OK) {
         b->broken = true;
-        return sb__errf(errstr, n, SB_EUNAVAILABLE, "publish failed: %s",
-                        amqp_error_string2(st));
+        return sb__errf(errstr, n, SB_EUNAVAILABLE, "publish failed: %s", amqp_error_string2(st));
     }
     uint64_t seq = ++b->pub_seq;
     rc = wait_confirm(b, seq, errstr, n);

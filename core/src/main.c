@@ -12,11 +12,11 @@
 #include "module.h"
 #include "schema.h"
 
-#define EX_OK_        0
-#define EX_FAIL       1
-#define EX_USAGE_     64
-#define EX_SOFTWARE_  70
-#define EX_CONFIG_    78
+#define EX_OK_       0
+#define EX_FAIL      1
+#define EX_USAGE_    64
+#define EX_SOFTWARE_ 70
+#define EX_CONFIG_   78
 
 static void usage(FILE *out)
 {

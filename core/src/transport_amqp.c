@@ -78,16 +78,16 @@
 #include "log.h"
 #include "transport_amqp.h"
 
-#define CH_CONSUME 1
-#define CH_PUBLISH 2
-#define CH_RPC     3
-#define FRAME_MAX  131072
+#define CH_CONSUME        1
+#define CH_PUBLISH        2
+#define CH_RPC            3
+#define FRAME_MAX         131072
 #define CONNECT_TIMEOUT_S 10
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 10000
-#define FRAMES_PER_ROUND 512
-#define ACK_TIMER_US 2000
-#define IMMEDIATE_MS 50
+#define BACKOFF_MIN_MS    100
+#define BACKOFF_MAX_MS    10000
+#define FRAMES_PER_ROUND  512
+#define ACK_TIMER_US      2000
+#define IMMEDIATE_MS      50
 
 static const uint64_t buckets_ms[] = {100,     250,     500,     1000,     2000,     5000,
                                       10000,   30000,   60000,   120000,   300000,   600000,
@@ -102,7 +102,7 @@ typedef struct dlv {
     struct dlv *next; /* hand-off and backlog lists */
     uint64_t tag;
     uint32_t gen;
-    uint32_t qidx; /* consumed queue index */
+    uint32_t qidx;           /* consumed queue index */
     const char *exchange;    /* as delivered (the retry path's x-sb-exchange overrides msg) */
     const char *routing_key; /* as delivered */
     amqp_bytes_t props_raw;  /* encoded basic properties, for republishing */
@@ -117,8 +117,8 @@ typedef struct pub {
     dlv_t *orig; /* retry / dead letter: acked after the confirm; freed after the callback */
     uint64_t orig_tag;
     uint32_t orig_gen;
-    uint32_t qidx;   /* retry: source queue */
-    int bucket;      /* retry: bucket index, -1 immediate */
+    uint32_t qidx; /* retry: source queue */
+    int bucket;    /* retry: bucket index, -1 immediate */
     amqp_bytes_t exchange, routing_key, body;
     amqp_basic_properties_t props;
     bool mandatory, returned;
@@ -140,9 +140,9 @@ enum { W_OUT = 0, W_ACK = 1, W_DONE = 2 };
 
 typedef struct ackwin {
     uint8_t *st;
-    uint64_t cap; /* power of two */
-    uint64_t base; /* every tag below is settled with the broker */
-    uint64_t top;  /* highest tag seen + 1 */
+    uint64_t cap;   /* power of two */
+    uint64_t base;  /* every tag below is settled with the broker */
+    uint64_t top;   /* highest tag seen + 1 */
     size_t pending; /* W_ACK entries */
 } ackwin_t;
 
@@ -166,7 +166,7 @@ struct amqptx {
     /* shared, under mu */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    dlv_t *in_head, *in_tail; /* I/O -> loop deliveries */
+    dlv_t *in_head, *in_tail;     /* I/O -> loop deliveries */
     pub_t *done_head, *done_tail; /* I/O -> loop completed publishes */
     bool loop_wake_pending;
     settle_t *settles; /* loop -> I/O */
@@ -283,8 +283,12 @@ static void set_err(char *buf, size_t n, const char *fmt, ...)
 static void reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
 {
     switch (r.reply_type) {
-    case AMQP_RESPONSE_NORMAL: set_err(buf, n, "ok"); return;
-    case AMQP_RESPONSE_NONE: set_err(buf, n, "missing RPC reply"); return;
+    case AMQP_RESPONSE_NORMAL:
+        set_err(buf, n, "ok");
+        return;
+    case AMQP_RESPONSE_NONE:
+        set_err(buf, n, "missing RPC reply");
+        return;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
         set_err(buf, n, "%s", amqp_error_string2(r.library_error));
         return;
@@ -292,11 +296,11 @@ static void reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
             amqp_connection_close_t *m = r.reply.decoded;
             set_err(buf, n, "connection closed by the broker: %u %.*s", m->reply_code,
-                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+                    (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             amqp_channel_close_t *m = r.reply.decoded;
             set_err(buf, n, "channel closed by the broker: %u %.*s", m->reply_code,
-                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+                    (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         } else {
             set_err(buf, n, "unexpected broker method 0x%08x", (unsigned)r.reply.id);
         }
@@ -318,18 +322,40 @@ static bool field_text(const amqp_field_value_t *v, char tmp[64], const char **p
         *p = v->value.bytes.len ? v->value.bytes.bytes : "";
         *len = v->value.bytes.len;
         return true;
-    case AMQP_FIELD_KIND_BOOLEAN: n = snprintf(tmp, 64, "%s", v->value.boolean ? "true" : "false"); break;
-    case AMQP_FIELD_KIND_I8: n = snprintf(tmp, 64, "%d", (int)v->value.i8); break;
-    case AMQP_FIELD_KIND_U8: n = snprintf(tmp, 64, "%u", (unsigned)v->value.u8); break;
-    case AMQP_FIELD_KIND_I16: n = snprintf(tmp, 64, "%d", (int)v->value.i16); break;
-    case AMQP_FIELD_KIND_U16: n = snprintf(tmp, 64, "%u", (unsigned)v->value.u16); break;
-    case AMQP_FIELD_KIND_I32: n = snprintf(tmp, 64, "%" PRId32, v->value.i32); break;
-    case AMQP_FIELD_KIND_U32: n = snprintf(tmp, 64, "%" PRIu32, v->value.u32); break;
-    case AMQP_FIELD_KIND_I64: n = snprintf(tmp, 64, "%" PRId64, v->value.i64); break;
+    case AMQP_FIELD_KIND_BOOLEAN:
+        n = snprintf(tmp, 64, "%s", v->value.boolean ? "true" : "false");
+        break;
+    case AMQP_FIELD_KIND_I8:
+        n = snprintf(tmp, 64, "%d", (int)v->value.i8);
+        break;
+    case AMQP_FIELD_KIND_U8:
+        n = snprintf(tmp, 64, "%u", (unsigned)v->value.u8);
+        break;
+    case AMQP_FIELD_KIND_I16:
+        n = snprintf(tmp, 64, "%d", (int)v->value.i16);
+        break;
+    case AMQP_FIELD_KIND_U16:
+        n = snprintf(tmp, 64, "%u", (unsigned)v->value.u16);
+        break;
+    case AMQP_FIELD_KIND_I32:
+        n = snprintf(tmp, 64, "%" PRId32, v->value.i32);
+        break;
+    case AMQP_FIELD_KIND_U32:
+        n = snprintf(tmp, 64, "%" PRIu32, v->value.u32);
+        break;
+    case AMQP_FIELD_KIND_I64:
+        n = snprintf(tmp, 64, "%" PRId64, v->value.i64);
+        break;
     case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP: n = snprintf(tmp, 64, "%" PRIu64, v->value.u64); break;
-    case AMQP_FIELD_KIND_F32: n = snprintf(tmp, 64, "%.9g", (double)v->value.f32); break;
-    case AMQP_FIELD_KIND_F64: n = snprintf(tmp, 64, "%.17g", v->value.f64); break;
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        n = snprintf(tmp, 64, "%" PRIu64, v->value.u64);
+        break;
+    case AMQP_FIELD_KIND_F32:
+        n = snprintf(tmp, 64, "%.9g", (double)v->value.f32);
+        break;
+    case AMQP_FIELD_KIND_F64:
+        n = snprintf(tmp, 64, "%.17g", v->value.f64);
+        break;
     case AMQP_FIELD_KIND_DECIMAL: {
         double d = v->value.decimal.value;
         for (unsigned i = 0; i < v->value.decimal.decimals; i++)
@@ -337,8 +363,12 @@ static bool field_text(const amqp_field_value_t *v, char tmp[64], const char **p
         n = snprintf(tmp, 64, "%.*f", (int)v->value.decimal.decimals, d);
         break;
     }
-    case AMQP_FIELD_KIND_VOID: n = 0; tmp[0] = '\0'; break;
-    default: return false;
+    case AMQP_FIELD_KIND_VOID:
+        n = 0;
+        tmp[0] = '\0';
+        break;
+    default:
+        return false;
     }
     if (n < 0)
         return false;
@@ -350,14 +380,22 @@ static bool field_text(const amqp_field_value_t *v, char tmp[64], const char **p
 static int64_t field_int(const amqp_field_value_t *v)
 {
     switch (v->kind) {
-    case AMQP_FIELD_KIND_I8: return v->value.i8;
-    case AMQP_FIELD_KIND_U8: return v->value.u8;
-    case AMQP_FIELD_KIND_I16: return v->value.i16;
-    case AMQP_FIELD_KIND_U16: return v->value.u16;
-    case AMQP_FIELD_KIND_I32: return v->value.i32;
-    case AMQP_FIELD_KIND_U32: return v->value.u32;
-    case AMQP_FIELD_KIND_I64: return v->value.i64;
-    case AMQP_FIELD_KIND_U64: return v->value.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->value.u64;
+    case AMQP_FIELD_KIND_I8:
+        return v->value.i8;
+    case AMQP_FIELD_KIND_U8:
+        return v->value.u8;
+    case AMQP_FIELD_KIND_I16:
+        return v->value.i16;
+    case AMQP_FIELD_KIND_U16:
+        return v->value.u16;
+    case AMQP_FIELD_KIND_I32:
+        return v->value.i32;
+    case AMQP_FIELD_KIND_U32:
+        return v->value.u32;
+    case AMQP_FIELD_KIND_I64:
+        return v->value.i64;
+    case AMQP_FIELD_KIND_U64:
+        return v->value.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->value.u64;
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES: {
         int64_t acc = 0;
@@ -371,7 +409,8 @@ static int64_t field_int(const amqp_field_value_t *v)
         }
         return acc;
     }
-    default: return -1;
+    default:
+        return -1;
     }
 }
 
@@ -421,8 +460,7 @@ static char *put(char **cur, const void *s, size_t n)
     return d;
 }
 
-static const char *bytes_or_null(char **cur, amqp_flags_t flags, amqp_flags_t bit,
-                                 amqp_bytes_t b)
+static const char *bytes_or_null(char **cur, amqp_flags_t flags, amqp_flags_t bit, amqp_bytes_t b)
 {
     return (flags & bit) ? put(cur, b.bytes, b.len) : NULL;
 }
@@ -454,7 +492,8 @@ static dlv_t *build_record(amqptx_t *tx, const amqp_frame_t *f)
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         strings += p->message_id.len + 1;
     size_t raw = f->payload.properties.raw.len;
-    size_t total = sizeof(dlv_t) + nh * sizeof(sb__header_t) + strings + raw + (size_t)body_size + 1;
+    size_t total =
+        sizeof(dlv_t) + nh * sizeof(sb__header_t) + strings + raw + (size_t)body_size + 1;
     dlv_t *m = sb_malloc(total);
     if (!m)
         return NULL;
@@ -464,7 +503,8 @@ static dlv_t *build_record(amqptx_t *tx, const amqp_frame_t *f)
     m->exchange = put(&cur, tx->asm_exchange, strlen(tx->asm_exchange));
     m->routing_key = put(&cur, tx->asm_rk, strlen(tx->asm_rk));
     sb__intake_msg_t *msg = &m->d.msg;
-    msg->content_type = bytes_or_null(&cur, p->_flags, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    msg->content_type =
+        bytes_or_null(&cur, p->_flags, AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
     msg->amqp_type = bytes_or_null(&cur, p->_flags, AMQP_BASIC_TYPE_FLAG, p->type);
     msg->message_id = bytes_or_null(&cur, p->_flags, AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
     msg->exchange = m->exchange;
@@ -698,8 +738,8 @@ static int do_publish(amqptx_t *tx, pub_t *p, char *err, size_t n)
         push_done(tx, p);
         return 0;
     }
-    int rc = amqp_basic_publish(tx->conn, CH_PUBLISH, p->exchange, p->routing_key,
-                                p->mandatory, 0, &p->props, p->body);
+    int rc = amqp_basic_publish(tx->conn, CH_PUBLISH, p->exchange, p->routing_key, p->mandatory, 0,
+                                &p->props, p->body);
     if (rc != AMQP_STATUS_OK) {
         set_err(err, n, "publish: %s", amqp_error_string2(rc));
         p->status = SB_EIO;
@@ -773,10 +813,9 @@ static int declare_topology(amqptx_t *tx, char *err, size_t n)
     amqp_connection_state_t c = tx->conn;
     char what[700];
     amqp_boolean_t passive = tx->declare ? 0 : 1;
-    amqp_exchange_declare(c, CH_RPC, amqp_cstring_bytes(tx->exchange),
-                          amqp_cstring_bytes("topic"), passive, 1, 0, 0, amqp_empty_table);
-    set_err(what, sizeof what, "%s exchange %s", passive ? "checking" : "declaring",
-             tx->exchange);
+    amqp_exchange_declare(c, CH_RPC, amqp_cstring_bytes(tx->exchange), amqp_cstring_bytes("topic"),
+                          passive, 1, 0, 0, amqp_empty_table);
+    set_err(what, sizeof what, "%s exchange %s", passive ? "checking" : "declaring", tx->exchange);
     if (rpc_ok(tx, what, err, n))
         return -1;
     amqp_table_entry_t e[2];
@@ -786,7 +825,7 @@ static int declare_topology(amqptx_t *tx, char *err, size_t n)
         amqp_queue_declare(c, CH_RPC, amqp_cstring_bytes(tx->queues[i]), passive, 1, 0, 0,
                            passive ? amqp_empty_table : args);
         set_err(what, sizeof what, "%s queue %s", passive ? "checking" : "declaring",
-                 tx->queues[i]);
+                tx->queues[i]);
         if (rpc_ok(tx, what, err, n))
             return -1;
     }
@@ -796,16 +835,16 @@ static int declare_topology(amqptx_t *tx, char *err, size_t n)
                 amqp_queue_bind(c, CH_RPC, amqp_cstring_bytes(tx->queues[0]),
                                 amqp_cstring_bytes(tx->exchange),
                                 amqp_cstring_bytes(tx->patterns[k]), amqp_empty_table);
-                set_err(what, sizeof what, "binding %s to %s with %s", tx->queues[0],
-                         tx->exchange, tx->patterns[k]);
+                set_err(what, sizeof what, "binding %s to %s with %s", tx->queues[0], tx->exchange,
+                        tx->patterns[k]);
                 if (rpc_ok(tx, what, err, n))
                     return -1;
             }
         } else { /* per-event queues: bound with their own name, as the .NET EventBus does */
             for (size_t i = 0; i < tx->n_queues; i++) {
                 amqp_queue_bind(c, CH_RPC, amqp_cstring_bytes(tx->queues[i]),
-                                amqp_cstring_bytes(tx->exchange),
-                                amqp_cstring_bytes(tx->queues[i]), amqp_empty_table);
+                                amqp_cstring_bytes(tx->exchange), amqp_cstring_bytes(tx->queues[i]),
+                                amqp_empty_table);
                 set_err(what, sizeof what, "binding %s to %s", tx->queues[i], tx->exchange);
                 if (rpc_ok(tx, what, err, n))
                     return -1;
@@ -813,8 +852,8 @@ static int declare_topology(amqptx_t *tx, char *err, size_t n)
         }
     }
     /* Switchboard's own dead-letter infrastructure is always declared. */
-    amqp_exchange_declare(c, CH_RPC, amqp_cstring_bytes(tx->dlx), amqp_cstring_bytes("topic"),
-                          0, 1, 0, 0, amqp_empty_table);
+    amqp_exchange_declare(c, CH_RPC, amqp_cstring_bytes(tx->dlx), amqp_cstring_bytes("topic"), 0, 1,
+                          0, 0, amqp_empty_table);
     set_err(what, sizeof what, "declaring exchange %s", tx->dlx);
     if (rpc_ok(tx, what, err, n))
         return -1;
@@ -864,8 +903,8 @@ static int io_connect(amqptx_t *tx, char *err, size_t n)
         }
         if (tx->cert_file && tx->key_file &&
             amqp_ssl_socket_set_key(s, tx->cert_file, tx->key_file) != AMQP_STATUS_OK) {
-            set_err(err, n, "TLS: cannot load the client certificate %s / key %s",
-                     tx->cert_file, tx->key_file);
+            set_err(err, n, "TLS: cannot load the client certificate %s / key %s", tx->cert_file,
+                    tx->key_file);
             return -2;
         }
         amqp_ssl_socket_set_verify_peer(s, tx->verify);
@@ -875,10 +914,10 @@ static int io_connect(amqptx_t *tx, char *err, size_t n)
     int rc = amqp_socket_open_noblock(s, tx->ci.host, tx->ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
         set_err(err, n, "cannot connect to %s:%d%s: %s", tx->ci.host, tx->ci.port,
-                 tx->tls ? " (TLS)" : "", amqp_error_string2(rc));
-        bool tls_fail = rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
-                        rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
-                        rc == AMQP_STATUS_SSL_CONNECTION_FAILED;
+                tx->tls ? " (TLS)" : "", amqp_error_string2(rc));
+        bool tls_fail =
+            rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
+            rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED || rc == AMQP_STATUS_SSL_CONNECTION_FAILED;
         return tls_fail ? -2 : -1;
     }
     amqp_set_rpc_timeout(c, &tv);
@@ -886,13 +925,13 @@ static int io_connect(amqptx_t *tx, char *err, size_t n)
     props[0] = str_entry("connection_name", amqp_cstring_bytes(tx->consumer));
     amqp_table_t client_props = {1, props};
     amqp_rpc_reply_t r = amqp_login_with_properties(
-        c, tx->ci.vhost, 16, FRAME_MAX, (int)tx->heartbeat_s, &client_props,
-        AMQP_SASL_METHOD_PLAIN, tx->ci.user, tx->password ? tx->password : tx->ci.password);
+        c, tx->ci.vhost, 16, FRAME_MAX, (int)tx->heartbeat_s, &client_props, AMQP_SASL_METHOD_PLAIN,
+        tx->ci.user, tx->password ? tx->password : tx->ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
         char why[300];
         reply_text(r, why, sizeof why);
-        set_err(err, n, "login to %s:%d vhost %s as %s refused: %s", tx->ci.host,
-                 tx->ci.port, tx->ci.vhost, tx->ci.user, why);
+        set_err(err, n, "login to %s:%d vhost %s as %s refused: %s", tx->ci.host, tx->ci.port,
+                tx->ci.vhost, tx->ci.user, why);
         /* A refused login is a closed socket for rabbitmq-c 0.11: treat it as fatal only
          * when the broker said so explicitly; otherwise it may be a restarting broker. */
         return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION ? -2 : -1;
@@ -1003,19 +1042,20 @@ static int on_method(amqptx_t *tx, const amqp_frame_t *f, char *err, size_t n)
     case AMQP_CHANNEL_CLOSE_METHOD: {
         const amqp_channel_close_t *m = f->payload.method.decoded;
         set_err(err, n, "channel %u closed by the broker: %u %.*s", (unsigned)f->channel,
-                 m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+                m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         return -1;
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
         const amqp_connection_close_t *m = f->payload.method.decoded;
         set_err(err, n, "connection closed by the broker: %u %.*s", m->reply_code,
-                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+                (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         return -1;
     }
     case AMQP_BASIC_CANCEL_METHOD:
         set_err(err, n, "the broker cancelled the consumer (queue deleted?)");
         return -1;
-    default: return 0;
+    default:
+        return 0;
     }
 }
 
@@ -1042,7 +1082,7 @@ static int on_frame(amqptx_t *tx, const amqp_frame_t *f, char *err, size_t n)
         dlv_t *m = build_record(tx, f);
         if (!m) {
             set_err(err, n, "out of memory receiving a message of %" PRIu64 " bytes",
-                     f->payload.properties.body_size);
+                    f->payload.properties.body_size);
             return -1;
         }
         tx->asm_body_got = 0;
@@ -1089,7 +1129,8 @@ static int run_commands(amqptx_t *tx, bool *shutdown, char *err, size_t n)
     int rc = 0;
     uint32_t gen = atomic_load(&tx->gen);
     for (size_t i = 0; i < ns && rc == 0; i++)
-        if (ss[i].gen == gen && tx->conn && win_settle(tx, ss[i].tag, ss[i].nack) != AMQP_STATUS_OK) {
+        if (ss[i].gen == gen && tx->conn &&
+            win_settle(tx, ss[i].tag, ss[i].nack) != AMQP_STATUS_OK) {
             set_err(err, n, "basic.nack failed");
             rc = -1;
         }
@@ -1181,8 +1222,8 @@ static bool io_session(amqptx_t *tx)
     }
     /* Connection lost. */
     atomic_store(&tx->ready, false);
-    log_io(SB_LOG_WARN, "connection to %s:%d lost: %s; reconnecting", tx->ci.host,
-           tx->ci.port, err);
+    log_io(SB_LOG_WARN, "connection to %s:%d lost: %s; reconnecting", tx->ci.host, tx->ci.port,
+           err);
     return false;
 }
 
@@ -1539,8 +1580,8 @@ static bool drop_key(amqp_bytes_t k, bool all_xsb)
     /* A dead letter gets fresh failure headers, but keeps its replay history so that
      * `dlq replay --max-replays` counts across replay and failure cycles. */
     if (all_xsb)
-        return k.len >= 5 && memcmp(k.bytes, "x-sb-", 5) == 0 &&
-               !key_is(k, "x-sb-replay-count") && !key_is(k, "x-sb-replayed-at");
+        return k.len >= 5 && memcmp(k.bytes, "x-sb-", 5) == 0 && !key_is(k, "x-sb-replay-count") &&
+               !key_is(k, "x-sb-replayed-at");
     return key_is(k, "x-sb-attempts") || key_is(k, "x-sb-routing-key") ||
            key_is(k, "x-sb-exchange");
 }
@@ -1555,8 +1596,7 @@ static int copy_props(pub_t *p, dlv_t *m, bool all_xsb, const kv_t *extra, size_
         !orig)
         return SB_ENOMEM;
     p->props = *orig;
-    amqp_table_t old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? orig->headers
-                                                                  : amqp_empty_table;
+    amqp_table_t old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? orig->headers : amqp_empty_table;
     size_t cap = (size_t)old.num_entries + n_extra;
     amqp_table_entry_t *e = amqp_pool_alloc(&p->pool, cap * sizeof *e + 1);
     if (!e)
@@ -1630,8 +1670,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
         return SB_ENOMEM;
     char attempts[16], failed_at[32];
     snprintf(attempts, sizeof attempts, "%u", meta->attempts);
-    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(),
-                        failed_at);
+    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(), failed_at);
     const char *rk = d->msg.routing_key ? d->msg.routing_key : "";
     kv_t extra[10];
     size_t n = 0;
@@ -1679,8 +1718,8 @@ static int tx_publish(sb__transport_t *t, const sb__outmsg_t *o, sb__tx_done_cb 
     p->routing_key = pool_str(p, o->type, strlen(o->type));
     p->body = pool_str(p, o->body ? o->body : "", o->body_len);
     amqp_basic_properties_t *pr = &p->props;
-    pr->_flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                 AMQP_BASIC_TIMESTAMP_FLAG;
+    pr->_flags =
+        AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
     pr->content_type = amqp_cstring_bytes("application/json");
     pr->delivery_mode = AMQP_DELIVERY_PERSISTENT;
     pr->timestamp = (uint64_t)time(NULL);

@@ -111,8 +111,8 @@ static const char *header(json_t *rec, const char *name)
     return NULL;
 }
 
-static pid_t start_consumer(const char *exchange, const char *queue, const char *ledger,
-                            bool fixed, char **cfg_out, const char *log)
+static pid_t start_consumer(const char *exchange, const char *queue, const char *ledger, bool fixed,
+                            char **cfg_out, const char *log)
 {
     char yaml[2048];
     snprintf(yaml, sizeof yaml,
@@ -166,13 +166,13 @@ int main(void)
     char *cfg_a, *cfg_b;
     pid_t pid = start_consumer(exchange, queue, ledger, false, &cfg_a, log);
     cfg_path = cfg_a;
-    const char *bodies[] = {"{\"Id\":\"r1\"}", "{\"Id\":\"r2\"}", "{\"Id\":\"r3\"}",
-                            "not json 1", "not json 2"};
+    const char *bodies[] = {"{\"Id\":\"r1\"}", "{\"Id\":\"r2\"}", "{\"Id\":\"r3\"}", "not json 1",
+                            "not json 2"};
     const char *rks[] = {"Reject.Order", "Reject.Order", "Reject.Invoice", "Order.Bad",
                          "Order.Bad"};
     const char *mids[] = {"r1", "r2", "r3", "d1", "d2"};
-    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rks, false, bodies, mids, 5, "x-app",
-                                    "kept") == 0);
+    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rks, false, bodies, mids, 5, "x-app", "kept") ==
+              0);
     SBT_CHECK_MSG(wait_depth(dlq_name, 5) == 5, "dead letters did not arrive (log %s)", log);
     SBT_CHECK(sbt_stop(pid, SIGTERM, 15000) == 0);
 
