@@ -6,8 +6,11 @@
  * source is absent, so dashboards and alerts see the series from the first scrape. Label
  * values are escaped per the format (\\, \", \n) and forced to valid UTF-8.
  *
- * Not here: serving HTTP (admin_http.c), per-partition Kafka lag and replay counters (they
- * arrive with their subsystems), and any push gateway or OpenMetrics output. */
+ * The Kafka lag family is rendered from an array the caller fills (sb__kafka_lag) and is
+ * announced only for the Kafka transport.
+ *
+ * Not here: serving HTTP (admin_http.c), computing the Kafka lag (transport_kafka.c), replay
+ * counters (they arrive with their subsystem), and any push gateway or OpenMetrics output. */
 #include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
@@ -356,6 +359,18 @@ int sb__metrics_render(const sb__metrics_src_t *src, struct evbuffer *out)
         family(&w, "switchboard_idempotency_store_up", "gauge",
                "1 when the idempotency store is reachable.");
         wprintf(&w, "switchboard_idempotency_store_up %d\n", src->store_up ? 1 : 0);
+    }
+
+    if (src->kafka) {
+        family(&w, "switchboard_kafka_consumer_lag", "gauge",
+               "Messages between the committed offset and the high watermark, by assigned "
+               "partition.");
+        for (size_t i = 0; i < src->n_kafka_lag; i++) {
+            wprintf(&w, "switchboard_kafka_consumer_lag{topic=\"");
+            wlabel(&w, src->kafka_lag[i].topic);
+            wprintf(&w, "\",partition=\"%ld\"} %lld\n", (long)src->kafka_lag[i].partition,
+                    (long long)src->kafka_lag[i].lag);
+        }
     }
 
     if (w.err)

@@ -15,13 +15,14 @@
  *   switchboard_inflight_messages                                gauge
  *   switchboard_broker_connected                                 gauge 0/1
  *   switchboard_idempotency_store_up                             gauge 0/1, only with a store
+ *   switchboard_kafka_consumer_lag{topic,partition}              gauge, only with Kafka
  *   process_resident_memory_bytes, process_cpu_seconds_total,
  *   process_open_fds, process_start_time_seconds                 from /proc/self (Linux),
  *   (and process_virtual_memory_bytes, process_max_fds, as the Go client names them)
  *
  * Loop affinity: everything here runs on the loop thread (the counters it reads are
- * loop-thread counters). Not here: HTTP (admin_http.c), Kafka lag and replay counters
- * (added with their subsystems). */
+ * loop-thread counters). Not here: HTTP (admin_http.c), computing the Kafka lag
+ * (transport_kafka.c), replay counters (added with their subsystem). */
 #ifndef SB_METRICS_H
 #define SB_METRICS_H
 
@@ -34,6 +35,7 @@
 #include "intake.h"
 #include "registry.h"
 #include "settle.h"
+#include "transport_kafka.h"
 
 struct evbuffer;
 
@@ -56,6 +58,9 @@ typedef struct sb__metrics_src {
     const char *source;               /* queue or topic name; NULL: "" */
     bool broker_connected;
     int store_up; /* -1: no idempotency store (metric omitted), 0 down, 1 up */
+    bool kafka;   /* announce switchboard_kafka_consumer_lag (with the series in kafka_lag) */
+    const sb__kafka_lag_t *kafka_lag; /* n_kafka_lag entries, may be NULL */
+    size_t n_kafka_lag;
 } sb__metrics_src_t;
 
 /* Appends the whole exposition (switchboard_* families, then process_*) to `out`.

@@ -387,8 +387,18 @@ static void admin_metrics(void *arg, struct evbuffer *out)
         .source = !strcmp(p->transport_kind, "memory") ? "memory" : "",
         .broker_connected = p->tx->ops->ready(p->tx),
         .store_up = p->store ? (p->store->ops->available(p->store) ? 1 : 0) : -1,
+        .kafka = !strcmp(p->transport_kind, "kafka"),
     };
+    sb__kafka_lag_t *lag = NULL;
+    size_t nlag = src.kafka ? sb__kafka_lag(p->tx, NULL, 0) : 0;
+    if (nlag && (lag = sb_calloc(nlag, sizeof *lag)) != NULL) {
+        src.n_kafka_lag = sb__kafka_lag(p->tx, lag, nlag);
+        if (src.n_kafka_lag > nlag) /* cannot change within the call; be safe anyway */
+            src.n_kafka_lag = nlag;
+        src.kafka_lag = lag;
+    }
     sb__metrics_render(&src, out);
+    sb_free(lag);
 }
 
 static json_t *admin_handlers(void *arg)

@@ -58,7 +58,10 @@
  *    the partitions released. Messages still in flight then become orphans: their later
  *    settlement stores nothing. A lost assignment is released at once without a commit.
  *
- * Not here: decoding (intake), per-handler retry modes, per-partition lag metrics, creating
+ * Lag (sb__kafka_lag) is read at scrape time from librdkafka's cached high watermark and
+ * our own positions, never with a broker round trip.
+ *
+ * Not here: decoding (intake), per-handler retry modes, rendering the lag metric, creating
  * topics matched by a regex subscription (only listed topics get retry/DLQ topics), and
  * keeping a regex subscription from matching the DLQ topics (choose the regex accordingly). */
 #include <errno.h>
@@ -1608,6 +1611,31 @@ const char *sb__kafka_embedded_bootstraps(sb__transport_t *t)
     if (!t || t->ops != &kafka_ops)
         return NULL;
     return ((kafkatx_t *)t)->mock_bootstraps;
+}
+
+size_t sb__kafka_lag(sb__transport_t *t, sb__kafka_lag_t *out, size_t cap)
+{
+    if (!t || t->ops != &kafka_ops || !((kafkatx_t *)t)->consumer)
+        return 0;
+    kafkatx_t *tx = (kafkatx_t *)t;
+    size_t n = 0;
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
+        if (!kp->owned || kp->revoking)
+            continue;
+        /* The position a restart would resume from: the stored offset, else the first
+         * message held locally, else the next one to fetch (everything received settled). */
+        int64_t pos = kp->store >= 0 ? kp->store : kp->head ? kp->head->d.offset : kp->next_fetch;
+        int64_t lo = RD_KAFKA_OFFSET_INVALID, hi = RD_KAFKA_OFFSET_INVALID;
+        if (pos < 0 ||
+            rd_kafka_get_watermark_offsets(tx->consumer, kp->topic, kp->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        if (n < cap)
+            out[n] = (sb__kafka_lag_t){kp->topic, kp->partition, hi > pos ? hi - pos : 0};
+        n++;
+    }
+    return n;
 }
 
 static const sb__transport_ops_t kafka_ops = {

@@ -18,6 +18,7 @@
 #define SB_TRANSPORT_KAFKA_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "transport.h"
@@ -34,5 +35,21 @@ int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_
 /* The bootstrap address of the embedded mock cluster once started ("embedded" brokers),
  * else NULL. Lives as long as the transport. For the demo and tests, which produce to it. */
 const char *sb__kafka_embedded_bootstraps(sb__transport_t *t);
+
+/* One assigned partition's lag (switchboard_kafka_consumer_lag): the high watermark last
+ * reported by the broker (cached by librdkafka from fetch responses, no round trip) minus
+ * the consumer's committed position: the offset stored for the settled prefix, else the
+ * first offset still held locally (nothing settled since the assignment). `topic` is
+ * borrowed from the transport and valid until the next loop turn. */
+typedef struct sb__kafka_lag {
+    const char *topic;
+    int32_t partition;
+    int64_t lag;
+} sb__kafka_lag_t;
+
+/* Fills out[0..cap) with the lag of the assigned partitions (not being revoked) whose
+ * watermark and position are both known yet, and returns how many there are (which may be
+ * more than cap: call with cap 0 to size the array). 0 for a transport that is not Kafka. */
+size_t sb__kafka_lag(sb__transport_t *t, sb__kafka_lag_t *out, size_t cap);
 
 #endif
