@@ -9,7 +9,7 @@
  * Exit status: 0, 1 when anything selected failed or was refused (listed by id), 64 usage,
  * 69 broker unavailable, 78 configuration.
  *
- * It does not: support Kafka yet (no backend), or run on the daemon's loop. */
+ * It does not run on the daemon's loop. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +26,7 @@
 #include "datetime.h"
 #include "dlq_amqp.h"
 #include "dlq_filter.h"
+#include "dlq_kafka.h"
 #include "ratelimit.h"
 
 #define EX_OK_           0
@@ -504,15 +505,17 @@ int sb__cmd_dlq(int argc, char **argv)
         goto out;
     }
     const char *kind = sb__config_str(cfg, "transport.kind");
-    if (!kind || strcmp(kind, "amqp")) {
+    if (kind && !strcmp(kind, "amqp")) {
+        c.ops = &sb__dlq_amqp_ops;
+    } else if (kind && !strcmp(kind, "kafka")) {
+        c.ops = &sb__dlq_kafka_ops;
+    } else {
         fprintf(stderr,
-                "switchboard dlq: transport.kind %s: only amqp (RabbitMQ) dead-letter queues "
-                "are supported so far\n",
+                "switchboard dlq: transport.kind %s has no dead-letter queue (amqp or kafka)\n",
                 kind ? kind : "(none)");
         status = EX_CONFIG_;
         goto out;
     }
-    c.ops = &sb__dlq_amqp_ops;
     bool writes = c.verb == V_IMPORT || ((c.verb == V_REPLAY || c.verb == V_PURGE) && !c.dry_run);
     sb__dlq_open_opts_t oo = {
         .dlq = c.queue, .read_only = !writes, .since_ms = -1, .start_offset = -1};
@@ -521,6 +524,11 @@ int sb__cmd_dlq(int argc, char **argv)
     if (rc != SB_EOK) {
         fprintf(stderr, "switchboard dlq: %s\n", *err ? err : sb_strerror(rc));
         status = rc == SB_EUNAVAILABLE ? EX_UNAVAILABLE_ : EX_FAIL;
+        goto out;
+    }
+    if (c.verb == V_IMPORT && !c.queue && c.ops == &sb__dlq_kafka_ops) {
+        fprintf(stderr, "switchboard dlq: import on Kafka needs --queue TOPIC (the DLQ topic)\n");
+        status = EX_USAGE_;
         goto out;
     }
     if (c.verb == V_IMPORT && !c.queue) {
