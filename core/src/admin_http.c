@@ -180,6 +180,56 @@ bool sb__admin_bearer_ok(const char *auth, const char *token)
     return diff == 0 && tl > 0;
 }
 
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    default:
+        return "OTHER";
+    }
+}
+
+/* Hands a path the table does not know to the route hook, with the body as a string. */
+static void route_hook(sb__admin_t *a, struct evhttp_request *req, enum evhttp_cmd_type cmd,
+                       const char *path)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = in ? evbuffer_get_length(in) : 0;
+    char *body = sb_malloc(len + 1);
+    if (!body) {
+        send_error(req, 500, "out of memory");
+        return;
+    }
+    if (len)
+        evbuffer_copyout(in, body, len);
+    body[len] = '\0';
+    int status = 404;
+    json_t *doc = NULL;
+    bool authed =
+        !a->token ||
+        sb__admin_bearer_ok(
+            evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"), a->token);
+    bool known = a->hooks.route(a->arg, method_name(cmd), path, body, len, authed, &status, &doc);
+    sb_free(body);
+    if (!known) {
+        json_decref(doc);
+        send_error(req, 404, "no such endpoint");
+        return;
+    }
+    if (status == 401)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
+    send_json(req, status, doc);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     sb__admin_t *a = arg;
@@ -202,6 +252,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     for (size_t i = 0; path && i < sizeof routes / sizeof *routes; i++)
         if (!strcmp(path, routes[i].path))
             r = &routes[i];
+    if (!r && path && a->hooks.route) {
+        route_hook(a, req, cmd, path);
+        return;
+    }
     if (!r) {
         send_error(req, 404, "no such endpoint");
         return;

@@ -4,6 +4,7 @@
  *   GET /readyz    200 {"ready":true} or 503 {"ready":false,"reason":"..."} (the ready hook)
  *   GET /metrics   200 text/plain; version=0.0.4 (the metrics hook, see metrics.h)
  *   GET /handlers  200 JSON (the handlers hook)
+ *   anything else  the route hook, when given (JSON replies)
  *
  * HEAD is accepted wherever GET is. Anything else gets a JSON error body
  * {"error":"...","status":N}: 404 for an unknown path, 405 (with Allow) for a known path and
@@ -43,6 +44,15 @@ typedef struct sb__admin_hooks {
     /* the /handlers document as a new reference (e.g. sb__metrics_handlers_json()); NULL on
      * failure (answered with 500). */
     json_t *(*handlers)(void *arg);
+    /* Further routes (e.g. POST /replay, GET /jobs/{id}), asked after the bearer-token check
+     * for any path not listed above. method is "GET", "HEAD", "POST", "PUT", "DELETE" or
+     * "OTHER"; body (NUL-terminated, may be "") is the request body; authed is true when no
+     * token is configured or the request carries it (methods other than GET and HEAD never
+     * get here without it), so a hook can protect its GET routes too (answer 401).
+     * Returns false when it does not know the path either (404); otherwise sets *status and
+     * *reply (a new reference, sent as JSON; NULL is answered with 500). */
+    bool (*route)(void *arg, const char *method, const char *path, const char *body,
+                  size_t body_len, bool authed, int *status, json_t **reply);
 } sb__admin_hooks_t;
 
 /* Starts listening on `listen` ("host:port" or "[v6addr]:port"; port 0 picks a free port,

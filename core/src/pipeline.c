@@ -5,11 +5,13 @@
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
+#include "dlq_amqp.h"
 #include "errf.h"
 #include "host.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "replay_jobs.h"
 #include "store_memory.h"
 #include "store_redis.h"
 #include "transport_amqp.h"
@@ -342,6 +344,7 @@ void sb__pipeline_destroy(sb__pipeline_t *p)
     if (!p)
         return;
     /* Reverse order of creation: nothing is used after it is freed. */
+    sb__replay_jobs_destroy(p->jobs);
     sb__pool_destroy(p->pool);
     sb__dispatcher_destroy(p->dp);
     if (p->tx)
@@ -398,6 +401,7 @@ static void admin_metrics(void *arg, struct evbuffer *out)
         src.kafka_lag = lag;
     }
     sb__metrics_render(&src, out);
+    sb__replay_jobs_metrics(p->jobs, out);
     sb_free(lag);
 }
 
@@ -406,10 +410,26 @@ static json_t *admin_handlers(void *arg)
     return sb__metrics_handlers_json(((sb__pipeline_t *)arg)->reg);
 }
 
+static bool admin_route(void *arg, const char *method, const char *path, const char *body,
+                        size_t body_len, bool authed, int *status, json_t **reply)
+{
+    return sb__replay_jobs_route(((sb__pipeline_t *)arg)->jobs, method, path, body, body_len,
+                                 authed, status, reply);
+}
+
 int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token, sb__admin_t **out,
                        char *errstr, size_t n)
 {
-    static const sb__admin_hooks_t hooks = {
-        .ready = admin_ready, .metrics = admin_metrics, .handlers = admin_handlers};
+    static const sb__admin_hooks_t hooks = {.ready = admin_ready,
+                                            .metrics = admin_metrics,
+                                            .handlers = admin_handlers,
+                                            .route = admin_route};
+    if (!p->jobs) {
+        /* Replay jobs need a DLQ backend for the transport (none: POST /replay says 501). */
+        const sb__dlq_backend_ops_t *ops =
+            !strcmp(p->transport_kind, "amqp") ? &sb__dlq_amqp_ops : NULL;
+        if (sb__replay_jobs_new(p->cfg, ops, &p->jobs) != SB_EOK)
+            return sb__errf(errstr, n, SB_ENOMEM, "admin: out of memory");
+    }
     return sb__admin_new(sb__runtime_base(p->rt), listen, token, &hooks, p, out, errstr, n);
 }

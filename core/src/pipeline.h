@@ -28,7 +28,8 @@ typedef struct sb__pipeline {
     sb__registry_t *reg;
     sb__dispatcher_t *dp;
     const char *transport_kind;
-    struct store_gate *gate; /* Redis store, on_unavailable: block (pipeline.c) */
+    struct store_gate *gate;      /* Redis store, on_unavailable: block (pipeline.c) */
+    struct sb__replay_jobs *jobs; /* admin replay jobs (replay_jobs.h), with the admin server */
 } sb__pipeline_t;
 
 /* Builds everything but does not start intake. SB_ECONFIG (with the reason) when the

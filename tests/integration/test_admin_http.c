@@ -130,7 +130,7 @@ static json_t *app_handlers(void *arg)
     return sb__metrics_handlers_json(a->src.reg);
 }
 
-static const sb__admin_hooks_t app_hooks = {app_ready, app_metrics, app_handlers};
+static const sb__admin_hooks_t app_hooks = {app_ready, app_metrics, app_handlers, NULL};
 
 typedef struct server {
     struct event_base *base;
@@ -629,7 +629,7 @@ static void test_endpoints(void **state)
 static void test_hooks_absent(void **state)
 {
     (void)state;
-    static const sb__admin_hooks_t none = {NULL, NULL, NULL};
+    static const sb__admin_hooks_t none = {NULL, NULL, NULL, NULL};
     server_t s;
     server_start(&s, "localhost:0", NULL, &none, NULL);
     resp_t r = http(s.port, "GET", "/readyz", NULL);
@@ -701,7 +701,7 @@ static int try_new(const char *listen, const char *token, char *err, size_t n)
     struct event_base *base = event_base_new();
     sb__admin_t *a = NULL;
     err[0] = '\0';
-    static const sb__admin_hooks_t none = {NULL, NULL, NULL};
+    static const sb__admin_hooks_t none = {NULL, NULL, NULL, NULL};
     int rc = sb__admin_new(base, listen, token, &none, NULL, &a, err, n);
     if (rc == SB_EOK)
         assert_true(sb__admin_port(a) > 0);
@@ -758,7 +758,7 @@ static void test_port_in_use(void **state)
 {
     (void)state;
     struct event_base *base = event_base_new();
-    static const sb__admin_hooks_t none = {NULL, NULL, NULL};
+    static const sb__admin_hooks_t none = {NULL, NULL, NULL, NULL};
     sb__admin_t *a = NULL, *b = NULL;
     char err[256] = "", listen[64];
     assert_int_equal(sb__admin_new(base, "127.0.0.1:0", NULL, &none, NULL, &a, err, sizeof err),
