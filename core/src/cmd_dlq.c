@@ -7,7 +7,8 @@
  * publishes records from a file into the DLQ. --dry-run prints what would move and moves
  * nothing. Data goes to stdout, the progress line (TTY only) and the summary to stderr.
  * Exit status: 0, 1 when anything selected failed or was refused (listed by id), 64 usage,
- * 69 broker unavailable, 78 configuration.
+ * 69 broker unavailable, 78 configuration. replay runs the loop shared with the admin
+ * server's replay jobs (dlq_replay.c).
  *
  * It does not run on the daemon's loop. */
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include "dlq_amqp.h"
 #include "dlq_filter.h"
 #include "dlq_kafka.h"
+#include "dlq_replay.h"
 #include "ratelimit.h"
 
 #define EX_OK_           0
@@ -51,6 +53,7 @@ typedef struct dlqcmd {
     uint64_t total, seen, selected, moved, failed, refused;
     char failed_ids[MAX_FAILED_SHOWN][128];
     size_t n_failed_ids;
+    sb__dlq_replay_progress_t rp; /* replay's counters (dlq_replay.c) */
 } dlqcmd_t;
 
 static int64_t mono_us(void)
@@ -171,7 +174,7 @@ static int write_json(const sb__dlq_record_t *r, FILE *out)
 /* Handles one selected record of a scanning verb. Returns true to ack it. */
 static bool handle(dlqcmd_t *c, const sb__dlq_record_t *r, sb__dlq_stats_t *stats, FILE *out)
 {
-    char idb[128], err[512];
+    char idb[128];
     switch (c->verb) {
     case V_STATS:
         if (sb__dlq_stats_add(stats, r) != SB_EOK)
@@ -201,42 +204,59 @@ static bool handle(dlqcmd_t *c, const sb__dlq_record_t *r, sb__dlq_stats_t *stat
             return false;
         }
         return true;
-    case V_REPLAY: {
-        if (!sb__dlq_filter_replay_allowed(c->filter, r)) {
-            c->refused++;
-            snprintf(err, sizeof err, "already replayed %llu times (--force to replay anyway)",
-                     (unsigned long long)sb__dlq_record_replay_count(r));
-            note_failed(c, r, "refused", err);
-            return false;
-        }
-        if (c->dry_run) {
-            printf("would replay %s\n", rec_id(r, idb, sizeof idb));
-            c->moved++;
-            return false;
-        }
-        sb__dlq_record_t *copy = NULL;
-        int rc = sb__dlq_record_prepare_replay(r, sb__datetime_now_us(), &copy);
-        if (rc != SB_EOK) {
-            c->failed++;
-            note_failed(c, r, "cannot replay", sb_strerror(rc));
-            return false;
-        }
-        pace(c);
-        sb__dlq_dest_t dest = {.to = c->to};
-        err[0] = '\0';
-        rc = c->ops->publish_confirmed(c->b, copy, &dest, err, sizeof err);
-        sb__dlq_record_destroy(copy);
-        if (rc != SB_EOK) {
-            c->failed++;
-            note_failed(c, r, "cannot replay", *err ? err : sb_strerror(rc));
-            return false;
-        }
-        return true;
-    }
+    case V_REPLAY: /* replay() */
     case V_IMPORT:
         break;
     }
     return false;
+}
+
+/* ---- replay: the loop shared with the admin server's jobs (dlq_replay.c) ---------------- */
+
+static void replay_on_record(void *arg, sb__dlq_replay_event_t ev, const char *id, const char *why)
+{
+    dlqcmd_t *c = arg;
+    if (ev == SB__DLQ_REPLAY_WOULD) {
+        printf("would replay %s\n", id);
+        return;
+    }
+    const char *what = ev == SB__DLQ_REPLAY_REFUSED ? "refused" : "cannot replay";
+    fprintf(stderr, "%sswitchboard dlq: %s %s: %s\n", c->tty ? "\r\033[K" : "", what, id,
+            why ? why : "");
+    if (c->n_failed_ids < MAX_FAILED_SHOWN)
+        snprintf(c->failed_ids[c->n_failed_ids++], sizeof c->failed_ids[0], "%s", id);
+}
+
+static void replay_on_progress(void *arg)
+{
+    dlqcmd_t *c = arg;
+    c->seen = atomic_load(&c->rp.seen);
+    progress(c, false);
+}
+
+static int replay(dlqcmd_t *c)
+{
+    sb__dlq_replay_opts_t o = {.b = c->b,
+                               .filter = c->filter,
+                               .to = c->to,
+                               .dry_run = c->dry_run,
+                               .rl = c->paced ? &c->rl : NULL,
+                               .on_record = replay_on_record,
+                               .arg = c,
+                               .on_progress = replay_on_progress};
+    char err[512] = "";
+    int rc = sb__dlq_replay_run(&o, &c->rp, err, sizeof err);
+    progress(c, true);
+    c->seen = atomic_load(&c->rp.seen);
+    c->selected = atomic_load(&c->rp.selected);
+    c->moved = atomic_load(&c->rp.replayed);
+    c->failed = atomic_load(&c->rp.failed);
+    c->refused = atomic_load(&c->rp.refused);
+    if (rc != SB_EOK) {
+        fprintf(stderr, "switchboard dlq: %s\n", *err ? err : sb_strerror(rc));
+        return rc == SB_EUNAVAILABLE ? EX_UNAVAILABLE_ : EX_FAIL;
+    }
+    return EX_OK_;
 }
 
 static int scan(dlqcmd_t *c)
@@ -542,7 +562,7 @@ int sb__cmd_dlq(int argc, char **argv)
     c.start_us = mono_us();
     if (c.verb != V_IMPORT)
         c.ops->count(c.b, &c.total);
-    status = c.verb == V_IMPORT ? import(&c) : scan(&c);
+    status = c.verb == V_IMPORT ? import(&c) : c.verb == V_REPLAY ? replay(&c) : scan(&c);
     c.ops->close(c.b);
     c.b = NULL;
 

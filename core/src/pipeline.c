@@ -6,6 +6,7 @@
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "dlq_amqp.h"
+#include "dlq_kafka.h"
 #include "errf.h"
 #include "host.h"
 #include "log.h"
@@ -426,8 +427,10 @@ int sb__pipeline_admin(sb__pipeline_t *p, const char *listen, const char *token,
                                             .route = admin_route};
     if (!p->jobs) {
         /* Replay jobs need a DLQ backend for the transport (none: POST /replay says 501). */
-        const sb__dlq_backend_ops_t *ops =
-            !strcmp(p->transport_kind, "amqp") ? &sb__dlq_amqp_ops : NULL;
+        const sb__dlq_backend_ops_t *ops = !strcmp(p->transport_kind, "amqp") ? &sb__dlq_amqp_ops
+                                           : !strcmp(p->transport_kind, "kafka")
+                                               ? &sb__dlq_kafka_ops
+                                               : NULL;
         if (sb__replay_jobs_new(p->cfg, ops, &p->jobs) != SB_EOK)
             return sb__errf(errstr, n, SB_ENOMEM, "admin: out of memory");
     }
