@@ -37,6 +37,7 @@
 #include "switchboard/error.h"
 #include "dlq_kafka.h"
 #include "errf.h"
+#include "kafka_conf.h"
 
 #define META_TIMEOUT_MS    10000
 #define IDLE_TIMEOUT_MS    30000 /* no message although the range is not done: give up */
@@ -94,52 +95,18 @@ static char *cat2(const char *a, const char *b)
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
 {
-    char err[512];
-    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
-        return sb__errf(errstr, n, SB_ECONFIG, "kafka: %s: %s", k, err);
-    return SB_EOK;
+    return sb__kafka_conf_set(conf, k, v, errstr, n);
 }
 
-/* transport.kafka.properties for one client: plain keys and "<which>.key" ones. */
 static int apply_props(const kdlq_t *b, rd_kafka_conf_t *conf, const char *which, char *errstr,
                        size_t n)
 {
-    const char *k;
-    json_t *v;
-    size_t wl = strlen(which);
-    json_object_foreach(b->props, k, v)
-    {
-        const char *key = k;
-        if (!strncmp(k, "consumer.", 9) || !strncmp(k, "producer.", 9)) {
-            if (strncmp(k, which, wl) || k[wl] != '.')
-                continue;
-            key = k + wl + 1;
-        }
-        char num[64];
-        const char *val = num;
-        if (json_is_string(v))
-            val = json_string_value(v);
-        else if (json_is_integer(v))
-            snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        else if (json_is_boolean(v))
-            val = json_is_true(v) ? "true" : "false";
-        else if (json_is_real(v))
-            snprintf(num, sizeof num, "%g", json_real_value(v));
-        else
-            return sb__errf(errstr, n, SB_ECONFIG,
-                            "transport.kafka.properties.%s: expected a string", k);
-        int rc = conf_set(conf, key, val, errstr, n);
-        if (rc != SB_EOK)
-            return rc;
-    }
-    return SB_EOK;
+    return sb__kafka_conf_apply(b->props, conf, which, errstr, n);
 }
 
 static bool user_set(const kdlq_t *b, const char *which, const char *key)
 {
-    char scoped[128];
-    snprintf(scoped, sizeof scoped, "%s.%s", which, key);
-    return json_object_get(b->props, key) || json_object_get(b->props, scoped);
+    return sb__kafka_conf_user_set(b->props, which, key);
 }
 
 static rd_kafka_conf_t *base_conf(const kdlq_t *b, const char *which, char *errstr, size_t n,

@@ -82,6 +82,7 @@
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "errf.h"
+#include "kafka_conf.h"
 #include "log.h"
 #include "transport_kafka.h"
 
@@ -1198,59 +1199,25 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
             reason, rd_kafka_err2name((rd_kafka_resp_err_t)err), fatal ? ": " : "", fbuf);
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
+static const char *bootstraps(const kafkatx_t *tx)
 {
-    char err[512];
-    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK)
-        return sb__errf(errstr, n, SB_ECONFIG, "transport.kafka.properties.%s: %s", k, err);
-    return SB_EOK;
+    return tx->embedded ? tx->mock_bootstraps : tx->brokers;
 }
 
-/* The user's properties for one client: plain keys, and "<which>.key" ones. */
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
+{
+    return sb__kafka_conf_set(conf, k, v, errstr, n);
+}
+
 static int apply_props(kafkatx_t *tx, rd_kafka_conf_t *conf, const char *which, char *errstr,
                        size_t n)
 {
-    const char *k;
-    json_t *v;
-    size_t wl = strlen(which);
-    json_object_foreach(tx->props, k, v)
-    {
-        const char *key = k;
-        if (!strncmp(k, "consumer.", 9) || !strncmp(k, "producer.", 9)) {
-            if (strncmp(k, which, wl) || k[wl] != '.')
-                continue;
-            key = k + wl + 1;
-        }
-        char num[64];
-        const char *val = num;
-        if (json_is_string(v))
-            val = json_string_value(v);
-        else if (json_is_integer(v))
-            snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        else if (json_is_boolean(v))
-            val = json_is_true(v) ? "true" : "false";
-        else if (json_is_real(v))
-            snprintf(num, sizeof num, "%g", json_real_value(v));
-        else
-            return sb__errf(errstr, n, SB_ECONFIG,
-                            "transport.kafka.properties.%s: expected a string", k);
-        int rc = conf_set(conf, key, val, errstr, n);
-        if (rc != SB_EOK)
-            return rc;
-    }
-    return SB_EOK;
+    return sb__kafka_conf_apply(tx->props, conf, which, errstr, n);
 }
 
 static bool user_set(const kafkatx_t *tx, const char *which, const char *key)
 {
-    char scoped[128];
-    snprintf(scoped, sizeof scoped, "%s.%s", which, key);
-    return json_object_get(tx->props, key) || json_object_get(tx->props, scoped);
-}
-
-static const char *bootstraps(const kafkatx_t *tx)
-{
-    return tx->embedded ? tx->mock_bootstraps : tx->brokers;
+    return sb__kafka_conf_user_set(tx->props, which, key);
 }
 
 static rd_kafka_conf_t *base_conf(kafkatx_t *tx, const char *which, char *errstr, size_t n)
