@@ -36,6 +36,7 @@
 #include "switchboard/error.h"
 #include "dlq_amqp.h"
 #include "errf.h"
+#include "secret_file.h"
 
 #define CH_GET                1
 #define CH_PUB                2
@@ -104,29 +105,6 @@ static bool not_found(amqp_rpc_reply_t r)
            ((amqp_channel_close_t *)r.reply.decoded)->reply_code == AMQP_NOT_FOUND;
 }
 
-static char *read_password_file(const char *path, char *errstr, size_t n, int *rc)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        *rc = sb__errf(errstr, n, SB_ECONFIG, "amqp: cannot read password_file %s: %s", path,
-                       strerror(errno));
-        return NULL;
-    }
-    char buf[1024];
-    char *line = fgets(buf, sizeof buf, f);
-    fclose(f);
-    if (!line) {
-        *rc = sb__errf(errstr, n, SB_ECONFIG, "amqp: password_file %s is empty", path);
-        return NULL;
-    }
-    buf[strcspn(buf, "\r\n")] = '\0';
-    char *p = sb_strdup(buf);
-    memset(buf, 0, sizeof buf);
-    if (!p)
-        *rc = SB_ENOMEM;
-    return p;
-}
-
 static void dlq_close(sb__dlq_backend_t *bb)
 {
     amqpdlq_t *b = (amqpdlq_t *)bb;
@@ -176,7 +154,7 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
         goto err;
     }
     const char *pwf = sb__config_str(cfg, "transport.amqp.password_file");
-    if (pwf && *pwf && !(b->password = read_password_file(pwf, errstr, n, &rc)))
+    if (pwf && *pwf && !(b->password = sb__secret_file_read("amqp", pwf, errstr, n, &rc)))
         goto err;
     if (opts && opts->dlq && *opts->dlq) {
         b->queue = sb_strdup(opts->dlq);
@@ -380,30 +358,29 @@ static int set_bytes(sb__dlq_record_t *r, sb__dlq_str_t which, amqp_bytes_t b)
     return sb__dlq_record_set(r, which, b.bytes ? (const char *)b.bytes : "", b.len);
 }
 
+/* The AMQP basic properties that are strings, and where they live in a record. */
+static const struct {
+    amqp_flags_t flag;
+    sb__dlq_str_t which;
+    size_t off;
+} strs[] = {
+    {AMQP_BASIC_CONTENT_TYPE_FLAG, SB__DLQ_CONTENT_TYPE,
+     offsetof(amqp_basic_properties_t, content_type)},
+    {AMQP_BASIC_CONTENT_ENCODING_FLAG, SB__DLQ_CONTENT_ENCODING,
+     offsetof(amqp_basic_properties_t, content_encoding)},
+    {AMQP_BASIC_CORRELATION_ID_FLAG, SB__DLQ_CORRELATION_ID,
+     offsetof(amqp_basic_properties_t, correlation_id)},
+    {AMQP_BASIC_REPLY_TO_FLAG, SB__DLQ_REPLY_TO, offsetof(amqp_basic_properties_t, reply_to)},
+    {AMQP_BASIC_EXPIRATION_FLAG, SB__DLQ_EXPIRATION, offsetof(amqp_basic_properties_t, expiration)},
+    {AMQP_BASIC_MESSAGE_ID_FLAG, SB__DLQ_MESSAGE_ID, offsetof(amqp_basic_properties_t, message_id)},
+    {AMQP_BASIC_TYPE_FLAG, SB__DLQ_TYPE, offsetof(amqp_basic_properties_t, type)},
+    {AMQP_BASIC_USER_ID_FLAG, SB__DLQ_USER_ID, offsetof(amqp_basic_properties_t, user_id)},
+    {AMQP_BASIC_APP_ID_FLAG, SB__DLQ_APP_ID, offsetof(amqp_basic_properties_t, app_id)},
+    {AMQP_BASIC_CLUSTER_ID_FLAG, SB__DLQ_CLUSTER_ID, offsetof(amqp_basic_properties_t, cluster_id)},
+};
+
 static int props_to_record(sb__dlq_record_t *r, const amqp_basic_properties_t *p)
 {
-    static const struct {
-        amqp_flags_t flag;
-        sb__dlq_str_t which;
-        size_t off;
-    } strs[] = {
-        {AMQP_BASIC_CONTENT_TYPE_FLAG, SB__DLQ_CONTENT_TYPE,
-         offsetof(amqp_basic_properties_t, content_type)},
-        {AMQP_BASIC_CONTENT_ENCODING_FLAG, SB__DLQ_CONTENT_ENCODING,
-         offsetof(amqp_basic_properties_t, content_encoding)},
-        {AMQP_BASIC_CORRELATION_ID_FLAG, SB__DLQ_CORRELATION_ID,
-         offsetof(amqp_basic_properties_t, correlation_id)},
-        {AMQP_BASIC_REPLY_TO_FLAG, SB__DLQ_REPLY_TO, offsetof(amqp_basic_properties_t, reply_to)},
-        {AMQP_BASIC_EXPIRATION_FLAG, SB__DLQ_EXPIRATION,
-         offsetof(amqp_basic_properties_t, expiration)},
-        {AMQP_BASIC_MESSAGE_ID_FLAG, SB__DLQ_MESSAGE_ID,
-         offsetof(amqp_basic_properties_t, message_id)},
-        {AMQP_BASIC_TYPE_FLAG, SB__DLQ_TYPE, offsetof(amqp_basic_properties_t, type)},
-        {AMQP_BASIC_USER_ID_FLAG, SB__DLQ_USER_ID, offsetof(amqp_basic_properties_t, user_id)},
-        {AMQP_BASIC_APP_ID_FLAG, SB__DLQ_APP_ID, offsetof(amqp_basic_properties_t, app_id)},
-        {AMQP_BASIC_CLUSTER_ID_FLAG, SB__DLQ_CLUSTER_ID,
-         offsetof(amqp_basic_properties_t, cluster_id)},
-    };
     int rc;
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         if (!(p->_flags & strs[i].flag))
@@ -605,28 +582,6 @@ static int fill_value(amqp_pool_t *pool, const sb__dlq_value_t *v, amqp_field_va
 static int record_to_props(amqp_pool_t *pool, const sb__dlq_record_t *r, amqp_basic_properties_t *p)
 {
     memset(p, 0, sizeof *p);
-    static const struct {
-        amqp_flags_t flag;
-        sb__dlq_str_t which;
-        size_t off;
-    } strs[] = {
-        {AMQP_BASIC_CONTENT_TYPE_FLAG, SB__DLQ_CONTENT_TYPE,
-         offsetof(amqp_basic_properties_t, content_type)},
-        {AMQP_BASIC_CONTENT_ENCODING_FLAG, SB__DLQ_CONTENT_ENCODING,
-         offsetof(amqp_basic_properties_t, content_encoding)},
-        {AMQP_BASIC_CORRELATION_ID_FLAG, SB__DLQ_CORRELATION_ID,
-         offsetof(amqp_basic_properties_t, correlation_id)},
-        {AMQP_BASIC_REPLY_TO_FLAG, SB__DLQ_REPLY_TO, offsetof(amqp_basic_properties_t, reply_to)},
-        {AMQP_BASIC_EXPIRATION_FLAG, SB__DLQ_EXPIRATION,
-         offsetof(amqp_basic_properties_t, expiration)},
-        {AMQP_BASIC_MESSAGE_ID_FLAG, SB__DLQ_MESSAGE_ID,
-         offsetof(amqp_basic_properties_t, message_id)},
-        {AMQP_BASIC_TYPE_FLAG, SB__DLQ_TYPE, offsetof(amqp_basic_properties_t, type)},
-        {AMQP_BASIC_USER_ID_FLAG, SB__DLQ_USER_ID, offsetof(amqp_basic_properties_t, user_id)},
-        {AMQP_BASIC_APP_ID_FLAG, SB__DLQ_APP_ID, offsetof(amqp_basic_properties_t, app_id)},
-        {AMQP_BASIC_CLUSTER_ID_FLAG, SB__DLQ_CLUSTER_ID,
-         offsetof(amqp_basic_properties_t, cluster_id)},
-    };
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         size_t len;
         const char *s = sb__dlq_record_get(r, strs[i].which, &len);

@@ -75,6 +75,7 @@
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "errf.h"
+#include "secret_file.h"
 #include "log.h"
 #include "transport_amqp.h"
 
@@ -1875,29 +1876,6 @@ static char **copy_strv(const char *const *v, size_t n)
     return out;
 }
 
-static char *read_password_file(const char *path, char *errstr, size_t n, int *rc)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        *rc = sb__errf(errstr, n, SB_ECONFIG, "amqp: cannot read password_file %s: %s", path,
-                       strerror(errno));
-        return NULL;
-    }
-    char buf[1024];
-    char *line = fgets(buf, sizeof buf, f);
-    fclose(f);
-    if (!line) {
-        *rc = sb__errf(errstr, n, SB_ECONFIG, "amqp: password_file %s is empty", path);
-        return NULL;
-    }
-    buf[strcspn(buf, "\r\n")] = '\0';
-    char *p = sb_strdup(buf);
-    memset(buf, 0, sizeof buf);
-    if (!p)
-        *rc = SB_ENOMEM;
-    return p;
-}
-
 int sb__amqptx_new(struct event_base *base, const sb__amqptx_opts_t *o, sb__tx_sink_fn sink,
                    void *sink_arg, sb__transport_t **out, char *errstr, size_t n)
 {
@@ -1926,7 +1904,7 @@ int sb__amqptx_new(struct event_base *base, const sb__amqptx_opts_t *o, sb__tx_s
     }
     tx->tls = tx->ci.ssl != 0;
     if (o->password_file && *o->password_file &&
-        !(tx->password = read_password_file(o->password_file, errstr, n, &rc)))
+        !(tx->password = sb__secret_file_read("amqp", o->password_file, errstr, n, &rc)))
         goto err;
     const char *exchange = o->exchange && *o->exchange ? o->exchange : "integration_events";
     const char *queue = o->queue && *o->queue ? o->queue : "switchboard";
