@@ -127,7 +127,7 @@ static const sb__cfg_prop_t props[] = {
           "Retry copies of topic T go to T followed by this suffix (retry: topic)."),
     P_STR("transport.kafka.publish_topic", "", 0,
           "Topic for follow-up events published by handlers; empty: the first topic."),
-    P_INT("transport.kafka.partition_backlog", "20000", 16, 1000000, 0,
+    P_INT("transport.kafka.partition_backlog", "10000", 16, 1000000, 0,
           "Local bound: a partition holding this many fetched, uncommitted messages is "
           "paused; all flowing partitions together take at most half of it from librdkafka."),
     P_DUR("transport.kafka.revoke_timeout", "15s", 0, 10 * MS_MIN, 0,
