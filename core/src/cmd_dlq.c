@@ -8,7 +8,9 @@
  * nothing. Data goes to stdout, the progress line (TTY only) and the summary to stderr.
  * Exit status: 0, 1 when anything selected failed or was refused (listed by id), 64 usage,
  * 69 broker unavailable, 78 configuration. replay runs the loop shared with the admin
- * server's replay jobs (dlq_replay.c).
+ * server's replay jobs (dlq_replay.c). On Kafka, a reading verb with --since starts at a
+ * timestamp seek (since_seek_ms), and --type sees the type the consumer routed by, which
+ * may be a body member (transport.kafka.event_type_field).
  *
  * It does not run on the daemon's loop. */
 #include <errno.h>
@@ -37,12 +39,15 @@
 #define EX_UNAVAILABLE_  69
 #define EX_CONFIG_       78
 #define MAX_FAILED_SHOWN 50
+/* How far before --since a read-only Kafka scan starts (see since_seek_ms). */
+#define SEEK_SLACK_MS (3600 * 1000LL)
 
 typedef enum { V_STATS, V_LIST, V_SHOW, V_EXPORT, V_IMPORT, V_REPLAY, V_PURGE } verb_t;
 
 typedef struct dlqcmd {
     verb_t verb;
     const char *cfg_path, *out_path, *in_path, *to, *queue, *rate;
+    const char *type_field; /* the body member holding a Kafka event's type; NULL: none */
     bool json, dry_run, all;
     sb__dlq_filter_t *filter;
     const sb__dlq_backend_ops_t *ops;
@@ -127,11 +132,11 @@ static void pace(dlqcmd_t *c)
     }
 }
 
-static void print_row(const sb__dlq_record_t *r)
+static void print_row(const dlqcmd_t *c, const sb__dlq_record_t *r)
 {
-    char idb[128];
-    size_t tl;
-    const char *type = sb__dlq_record_event_type(r, &tl);
+    char idb[128], tb[1025];
+    size_t tl = 0;
+    const char *type = sb__dlq_filter_event_type(c->filter, r, &tl, tb, sizeof tb);
     const char *reason = sb__dlq_record_reason(r), *handler = sb__dlq_record_handler(r);
     const char *err = sb__dlq_record_error(r);
     const char *at = sb__dlq_record_header_str(r, SB__DLQ_H_FAILED_AT, NULL);
@@ -184,7 +189,7 @@ static bool handle(dlqcmd_t *c, const sb__dlq_record_t *r, sb__dlq_stats_t *stat
         if (c->json)
             write_json(r, stdout);
         else
-            print_row(r);
+            print_row(c, r);
         return false;
     case V_SHOW:
         print_show(r);
@@ -264,8 +269,11 @@ static int scan(dlqcmd_t *c)
     sb__dlq_stats_t *stats = NULL;
     FILE *out = NULL;
     int status = EX_OK_;
-    if (c->verb == V_STATS && sb__dlq_stats_new(&stats) != SB_EOK)
+    if (c->verb == V_STATS && (sb__dlq_stats_new(&stats) != SB_EOK ||
+                               sb__dlq_stats_set_type_field(stats, c->type_field) != SB_EOK)) {
+        sb__dlq_stats_destroy(stats);
         return EX_FAIL;
+    }
     if (c->verb == V_EXPORT) {
         out = strcmp(c->out_path, "-") ? fopen(c->out_path, "w") : stdout;
         if (!out) {
@@ -388,6 +396,36 @@ static int import(dlqcmd_t *c)
     if (in != stdin)
         fclose(in);
     return status;
+}
+
+/* The Kafka start time for a read-only scan with --since, or -1 (no seek).
+ *
+ * The backend seeks each partition to its first record whose Kafka timestamp is >= this
+ * (rd_kafka_offsets_for_times), when that is past the replay group's offset; --since itself
+ * is still decided by match() on x-sb-failed-at, so the seek must never skip a record whose
+ * x-sb-failed-at >= since. Kafka returns the FIRST offset whose timestamp is >= the target,
+ * so every record it skips has a timestamp below the target; a skipped match would need a
+ * timestamp below x-sb-failed-at - slack. The transport sets x-sb-failed-at and then
+ * produces, and librdkafka stamps the record (CreateTime) from the same wall clock at
+ * produce time, so timestamp >= x-sb-failed-at (in whole milliseconds); an `import`ed record
+ * is stamped at import, after its x-sb-failed-at. What remains is clock trouble: a broker
+ * with LogAppendTime whose clock lags the consumer's, or a wall clock stepped back between
+ * the two stamps. The slack absorbs that much skew; reading an hour more of a DLQ costs
+ * little.
+ *
+ * --until gives no such bound the other way (an imported record is stamped long after its
+ * x-sb-failed-at), so a scan never stops early on timestamps.
+ *
+ * Writing verbs (replay, purge) never seek: they start at the replay group's committed
+ * offset, which only advances past what they moved, so records they do not select (by time
+ * or anything else) stay in the DLQ. A --dry-run is read-only and may seek. */
+static int64_t since_seek_ms(const sb__dlq_filter_t *f)
+{
+    int64_t us;
+    if (!sb__dlq_filter_since(f, &us))
+        return -1;
+    int64_t ms = us / 1000;
+    return ms > SEEK_SLACK_MS ? ms - SEEK_SLACK_MS : -1; /* -1: before 1970 + slack */
 }
 
 static const char *const verbs[] = {"stats", "list", "show", "export", "import", "replay", "purge"};
@@ -529,6 +567,9 @@ int sb__cmd_dlq(int argc, char **argv)
         c.ops = &sb__dlq_amqp_ops;
     } else if (kind && !strcmp(kind, "kafka")) {
         c.ops = &sb__dlq_kafka_ops;
+        /* The consumer falls back to this body member when no header names the type
+         * (envelope.c); --type and stats must see the same type. */
+        c.type_field = sb__config_str(cfg, "transport.kafka.event_type_field");
     } else {
         fprintf(stderr,
                 "switchboard dlq: transport.kind %s has no dead-letter queue (amqp or kafka)\n",
@@ -537,8 +578,15 @@ int sb__cmd_dlq(int argc, char **argv)
         goto out;
     }
     bool writes = c.verb == V_IMPORT || ((c.verb == V_REPLAY || c.verb == V_PURGE) && !c.dry_run);
-    sb__dlq_open_opts_t oo = {
-        .dlq = c.queue, .read_only = !writes, .since_ms = -1, .start_offset = -1};
+    if (sb__dlq_filter_set_type_field(c.filter, c.type_field) != SB_EOK) {
+        fprintf(stderr, "switchboard dlq: out of memory\n");
+        status = EX_FAIL;
+        goto out;
+    }
+    sb__dlq_open_opts_t oo = {.dlq = c.queue,
+                              .read_only = !writes,
+                              .since_ms = writes ? -1 : since_seek_ms(c.filter),
+                              .start_offset = -1};
     err[0] = '\0';
     int rc = c.ops->open(cfg, &oo, &c.b, err, sizeof err);
     if (rc != SB_EOK) {

@@ -19,6 +19,7 @@
 #include "datetime.h"
 #include "dlq_filter.h"
 #include "errf.h"
+#include "jscan.h"
 #include "router.h"
 #include "units.h"
 
@@ -27,9 +28,13 @@ typedef struct strlist {
     size_t n;
 } strlist_t;
 
+#define DEFAULT_TYPE_FIELD "EventType" /* transport.kafka.event_type_field's default */
+#define TYPE_BUF           1025        /* envelope.c accepts types of up to 1024 bytes */
+
 struct sb__dlq_filter {
     int64_t now_us;
     sb__router_t *types; /* NULL: no type option */
+    char *type_field;    /* NULL: no body member */
     strlist_t reasons, handlers;
     bool has_error;
     regex_t error_re;
@@ -50,8 +55,28 @@ int sb__dlq_filter_new(int64_t now_us, sb__dlq_filter_t **out)
     if (!f)
         return SB_ENOMEM;
     f->now_us = now_us;
+    if (!(f->type_field = sb_strdup(DEFAULT_TYPE_FIELD))) {
+        sb_free(f);
+        return SB_ENOMEM;
+    }
     *out = f;
     return SB_EOK;
+}
+
+/* *slot = a copy of field (NULL for NULL or ""). */
+static int set_field(char **slot, const char *field)
+{
+    char *copy = NULL;
+    if (field && *field && !(copy = sb_strdup(field)))
+        return SB_ENOMEM;
+    sb_free(*slot);
+    *slot = copy;
+    return SB_EOK;
+}
+
+int sb__dlq_filter_set_type_field(sb__dlq_filter_t *f, const char *field)
+{
+    return set_field(&f->type_field, field);
 }
 
 static void strlist_free(strlist_t *l)
@@ -73,6 +98,7 @@ void sb__dlq_filter_destroy(sb__dlq_filter_t *f)
     if (f->has_error)
         regfree(&f->error_re);
     sb_free(f->id);
+    sb_free(f->type_field);
     sb_free(f);
 }
 
@@ -356,11 +382,63 @@ static bool in_list(const strlist_t *l, const char *s)
     return false;
 }
 
+const char *sb__dlq_event_type(const sb__dlq_record_t *r, const char *type_field, size_t *len,
+                               char *buf, size_t size)
+{
+    size_t n = 0;
+    const char *s = sb__dlq_record_event_type(r, &n);
+    if ((s && n) || sb__dlq_record_transport(r) == SB__DLQ_TX_AMQP) {
+        if (s && len)
+            *len = n;
+        return s;
+    }
+    /* A Kafka event's type often lives only in its body. envelope.c's order after the
+     * event-type header: the body member, then the topic; an absent, null or empty member
+     * falls through, any other non-string one made the event undecodable. */
+    s = NULL;
+    size_t blen = 0;
+    const char *body = sb__dlq_record_get(r, SB__DLQ_BODY, &blen);
+    sb__jindex_t idx;
+    sb__jtype_t root = SB__JT_NONE;
+    if (sb__jscan(body, blen, SB__JSCAN_MAX_DEPTH, &idx, &root, NULL, 0) != SB_EOK ||
+        root != SB__JT_OBJECT)
+        return NULL;
+    const sb__jfield_t *m =
+        type_field ? sb__jindex_find(&idx, type_field, strlen(type_field)) : NULL;
+    if (m && m->type == SB__JT_STRING && m->val_len > 0) {
+        if (!m->val_esc) {
+            s = m->val;
+            n = m->val_len;
+        } else {
+            if (!buf || m->val_len > size)
+                return NULL;
+            n = sb__junescape(m->val, m->val_len, buf);
+            s = buf;
+        }
+    } else if (m && m->type != SB__JT_NULL && m->type != SB__JT_STRING) {
+        return NULL;
+    }
+    if (!s || !n)
+        s = sb__dlq_record_header_str(r, SB__DLQ_H_ORIG_TOPIC, &n);
+    if (!s || !n)
+        return NULL;
+    if (len)
+        *len = n;
+    return s;
+}
+
+const char *sb__dlq_filter_event_type(const sb__dlq_filter_t *f, const sb__dlq_record_t *r,
+                                      size_t *len, char *buf, size_t size)
+{
+    return sb__dlq_event_type(r, f->type_field, len, buf, size);
+}
+
 bool sb__dlq_filter_match(const sb__dlq_filter_t *f, const sb__dlq_record_t *r)
 {
     if (f->types) {
         size_t len = 0, n = 0;
-        const char *type = sb__dlq_record_event_type(r, &len);
+        char buf[TYPE_BUF];
+        const char *type = sb__dlq_event_type(r, f->type_field, &len, buf, sizeof buf);
         if (!type || sb__router_match(f->types, type, len, NULL, 0, &n) == SB_ETOOBIG || n == 0)
             return false;
     }
@@ -402,6 +480,13 @@ uint64_t sb__dlq_filter_limit(const sb__dlq_filter_t *f)
     return f->limit;
 }
 
+bool sb__dlq_filter_since(const sb__dlq_filter_t *f, int64_t *us)
+{
+    if (f->has_since && us)
+        *us = f->since_us;
+    return f->has_since;
+}
+
 bool sb__dlq_filter_selects(const sb__dlq_filter_t *f)
 {
     return f->types || f->reasons.n || f->handlers.n || f->has_error || f->has_since ||
@@ -423,6 +508,7 @@ typedef struct counts {
 enum { DIM_REASON, DIM_TYPE, DIM_HANDLER, N_DIMS };
 
 struct sb__dlq_stats {
+    char *type_field; /* NULL: no body member */
     uint64_t total, without_time;
     bool has_time;
     int64_t oldest_us, newest_us;
@@ -437,8 +523,17 @@ int sb__dlq_stats_new(sb__dlq_stats_t **out)
     sb__dlq_stats_t *s = sb_calloc(1, sizeof *s);
     if (!s)
         return SB_ENOMEM;
+    if (!(s->type_field = sb_strdup(DEFAULT_TYPE_FIELD))) {
+        sb_free(s);
+        return SB_ENOMEM;
+    }
     *out = s;
     return SB_EOK;
+}
+
+int sb__dlq_stats_set_type_field(sb__dlq_stats_t *s, const char *field)
+{
+    return set_field(&s->type_field, field);
 }
 
 void sb__dlq_stats_destroy(sb__dlq_stats_t *s)
@@ -450,6 +545,7 @@ void sb__dlq_stats_destroy(sb__dlq_stats_t *s)
             sb_free(s->dims[d].v[i].name);
         sb_free(s->dims[d].v);
     }
+    sb_free(s->type_field);
     sb_free(s);
 }
 
@@ -510,7 +606,8 @@ int sb__dlq_stats_add(sb__dlq_stats_t *s, const sb__dlq_record_t *r)
     const char *raw[N_DIMS];
     size_t raw_len[N_DIMS] = {0};
     raw[DIM_REASON] = sb__dlq_record_header_str(r, SB__DLQ_H_REASON, &raw_len[DIM_REASON]);
-    raw[DIM_TYPE] = sb__dlq_record_event_type(r, &raw_len[DIM_TYPE]);
+    char tbuf[TYPE_BUF];
+    raw[DIM_TYPE] = sb__dlq_event_type(r, s->type_field, &raw_len[DIM_TYPE], tbuf, sizeof tbuf);
     raw[DIM_HANDLER] = sb__dlq_record_header_str(r, SB__DLQ_H_HANDLER, &raw_len[DIM_HANDLER]);
     char *names[N_DIMS] = {NULL};
     size_t slot[N_DIMS];

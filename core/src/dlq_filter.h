@@ -5,7 +5,7 @@
  * option's name and text) or from a JSON object (the admin API's request body), and then
  * tested against records. Options (all optional; a record must pass every one given):
  *
- *   type PATTERN     the event type (sb__dlq_record_event_type) matches an AMQP topic
+ *   type PATTERN     the event type (sb__dlq_event_type) matches an AMQP topic
  *                    pattern ("Order.*", "#.Created", "DataSyncCompletedEvent"); repeated:
  *                    any of them
  *   reason LIST      x-sb-reason is one of a comma-separated list; repeated: lists add up
@@ -21,6 +21,10 @@
  *   force            replay even beyond max-replays
  * A record that lacks the field an option tests does not match it. The last value of a
  * non-list option wins.
+ *
+ * The event type is the one the consumer routed by (sb__dlq_event_type): a Kafka record
+ * whose type is in no header falls back to the body member the consumer read
+ * (transport.kafka.event_type_field), as envelope.c does.
  *
  * Not thread-safe while being built; matching does not modify the filter... except the type
  * router's scratch state, so one filter serves one thread. */
@@ -66,18 +70,43 @@ bool sb__dlq_filter_replay_allowed(const sb__dlq_filter_t *f, const sb__dlq_reco
 
 /* The limit, 0 when none. */
 uint64_t sb__dlq_filter_limit(const sb__dlq_filter_t *f);
+/* true and *us (µs since the epoch) when `since` is set. A reader may use it to skip ahead
+ * (Kafka: seek by record timestamp), but only as an optimisation: match() decides on
+ * x-sb-failed-at. */
+bool sb__dlq_filter_since(const sb__dlq_filter_t *f, int64_t *us);
 /* true when at least one selecting option is set (purge without one asks for --all). */
 bool sb__dlq_filter_selects(const sb__dlq_filter_t *f);
+
+/* The body member that holds the event type of records whose type is in no header
+ * (transport.kafka.event_type_field; the default is "EventType"); NULL or "": none.
+ * SB_EOK or SB_ENOMEM (then unchanged). */
+int sb__dlq_filter_set_type_field(sb__dlq_filter_t *f, const char *field);
+/* The record's event type as the filter matches it (see sb__dlq_event_type). */
+const char *sb__dlq_filter_event_type(const sb__dlq_filter_t *f, const sb__dlq_record_t *r,
+                                      size_t *len, char *buf, size_t size);
+
+/* The event type the consumer routed the record by: sb__dlq_record_event_type (AMQP: the
+ * original routing key; Kafka: the event-type or ce_type header); for a record that is not
+ * AMQP and has neither header, like the consumer (envelope.c): when its body is a JSON
+ * object, the top-level string member `type_field` (may be NULL: skipped), else the
+ * x-sb-original-topic header. The result, *len bytes that need not end in a NUL, points
+ * into the record, or into buf (`size` bytes) when an escaped JSON string had to be decoded
+ * (one that does not fit counts as absent). NULL when there is none. */
+const char *sb__dlq_event_type(const sb__dlq_record_t *r, const char *type_field, size_t *len,
+                               char *buf, size_t size);
 
 /* ---- stats --------------------------------------------------------------------------- */
 
 typedef struct sb__dlq_stats sb__dlq_stats_t;
 
+/* New stats count event types with the default type field "EventType". */
 int sb__dlq_stats_new(sb__dlq_stats_t **out);
 void sb__dlq_stats_destroy(sb__dlq_stats_t *s);
-/* Counts r: by reason, event type and handler ("(none)" when absent; bytes that are not
- * UTF-8 become '?'), and the oldest and newest x-sb-failed-at. SB_EOK or SB_ENOMEM (then the
- * stats are unchanged). */
+/* As sb__dlq_filter_set_type_field, for the by-type counts. */
+int sb__dlq_stats_set_type_field(sb__dlq_stats_t *s, const char *field);
+/* Counts r: by reason, event type (sb__dlq_event_type) and handler ("(none)" when absent;
+ * bytes that are not UTF-8 become '?'), and the oldest and newest x-sb-failed-at. SB_EOK or
+ * SB_ENOMEM (then the stats are unchanged). */
 int sb__dlq_stats_add(sb__dlq_stats_t *s, const sb__dlq_record_t *r);
 uint64_t sb__dlq_stats_total(const sb__dlq_stats_t *s);
 

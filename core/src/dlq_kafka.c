@@ -268,7 +268,9 @@ static int choose_starts(kdlq_t *b, const sb__dlq_open_opts_t *opts, char *errst
                         rd_kafka_err2str(e));
     }
     for (size_t i = 0; i < b->np; i++) {
-        int64_t off = l->elems[i].err ? RD_KAFKA_OFFSET_INVALID : l->elems[i].offset;
+        const rd_kafka_topic_partition_t *e1 =
+            rd_kafka_topic_partition_list_find(l, b->parts[i].topic, b->parts[i].partition);
+        int64_t off = !e1 || e1->err ? RD_KAFKA_OFFSET_INVALID : e1->offset;
         b->parts[i].start = off >= 0 ? off : b->parts[i].lo;
     }
     bool seekable = opts && (b->read_only || opts->from_beginning);
@@ -279,8 +281,10 @@ static int choose_starts(kdlq_t *b, const sb__dlq_open_opts_t *opts, char *errst
         for (size_t i = 0; i < b->np; i++)
             b->parts[i].start = opts->start_offset;
     if (seekable && opts->since_ms >= 0) {
-        for (int i = 0; i < l->cnt; i++)
+        for (int i = 0; i < l->cnt; i++) {
             l->elems[i].offset = opts->since_ms;
+            l->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        }
         e = rd_kafka_offsets_for_times(b->c, l, META_TIMEOUT_MS);
         if (e) {
             rd_kafka_topic_partition_list_destroy(l);
@@ -288,9 +292,14 @@ static int choose_starts(kdlq_t *b, const sb__dlq_open_opts_t *opts, char *errst
                             rd_kafka_err2str(e));
         }
         for (size_t i = 0; i < b->np; i++) {
-            int64_t off = l->elems[i].err ? RD_KAFKA_OFFSET_INVALID : l->elems[i].offset;
-            /* -1: no message at or after that time. */
-            int64_t t = off >= 0 ? off : b->parts[i].hi;
+            const rd_kafka_topic_partition_t *e1 =
+                rd_kafka_topic_partition_list_find(l, b->parts[i].topic, b->parts[i].partition);
+            /* A partition whose lookup failed is read from its start: the seek only saves
+             * reading, skipping the partition would hide records. */
+            if (!e1 || e1->err)
+                continue;
+            /* -1 (RD_KAFKA_OFFSET_END): no message at or after that time. */
+            int64_t t = e1->offset >= 0 ? e1->offset : b->parts[i].hi;
             if (t > b->parts[i].start)
                 b->parts[i].start = t;
         }

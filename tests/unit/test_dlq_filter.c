@@ -1,5 +1,6 @@
 /* DLQ filters (every option, alone and combined, from the command line and from JSON, and
- * their errors), max-replays, and the `dlq stats` accumulator and printers. */
+ * their errors), max-replays, the event type of Kafka records whose type is only in the body,
+ * the since getter, and the `dlq stats` accumulator and printers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -237,6 +238,130 @@ static void test_id_from_body(void **state)
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_MESSAGE_ID, "other", 5), SB_EOK);
     assert_false(sb__dlq_filter_match(f, r)); /* the property wins */
     sb__dlq_record_destroy(r);
+    sb__dlq_filter_destroy(f);
+}
+
+/* A Kafka record with the given body (NULL: none) and headers (name, value pairs). */
+static sb__dlq_record_t *kafka_body(const char *body, const char *const *hdrs)
+{
+    sb__dlq_record_t *r;
+    assert_int_equal(sb__dlq_record_new(&r), SB_EOK);
+    sb__dlq_record_set_transport(r, SB__DLQ_TX_KAFKA);
+    if (body)
+        assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, body, strlen(body)), SB_EOK);
+    for (size_t i = 0; hdrs && hdrs[i]; i += 2)
+        assert_int_equal(sb__dlq_list_add_bytes(sb__dlq_record_headers(r), hdrs[i], 'K',
+                                                hdrs[i + 1], strlen(hdrs[i + 1])),
+                         SB_EOK);
+    return r;
+}
+
+/* The type as sb__dlq_event_type sees it with type field `field`, as a string ("" for none). */
+static void expect_type(const char *body, const char *const *hdrs, const char *field,
+                        const char *want)
+{
+    sb__dlq_record_t *r = kafka_body(body, hdrs);
+    char buf[64], got[128] = "";
+    size_t len = 0;
+    const char *t = sb__dlq_event_type(r, field, &len, buf, sizeof buf);
+    if (t)
+        snprintf(got, sizeof got, "%.*s", (int)len, t);
+    if (strcmp(got, want))
+        fail_msg("type of %s with field %s: \"%s\", want \"%s\"", body ? body : "(none)",
+                 field ? field : "(none)", got, want);
+    sb__dlq_record_destroy(r);
+}
+
+static void test_kafka_body_type(void **state)
+{
+    (void)state;
+    const char *topic[] = {SB__DLQ_H_ORIG_TOPIC, "orders", NULL};
+    const char *both[] = {SB__DLQ_H_ORIG_TOPIC, "orders", "event-type", "Order.FromHeader", NULL};
+    const char *empty_hdr[] = {"event-type", "", NULL};
+    /* The consumer's order (envelope.c): event-type header, body member, topic. */
+    expect_type("{\"Id\":\"1\",\"EventType\":\"Order.Placed\"}", topic, "EventType",
+                "Order.Placed");
+    expect_type("{\"EventType\":\"Order.Placed\"}", both, "EventType", "Order.FromHeader");
+    expect_type("{\"EventType\":\"Order.Placed\"}", empty_hdr, "EventType", "Order.Placed");
+    expect_type("{\"EventType\":\"Order\\u002ePaid\"}", NULL, "EventType", "Order.Paid");
+    expect_type("{\"EventType\":\"Order.Placed\"}", NULL, "Kind", "");
+    expect_type("{\"Kind\":\"Order.Placed\"}", NULL, "Kind", "Order.Placed");
+    expect_type("{\"EventType\":\"Order.Placed\"}", topic, NULL, "orders");
+    expect_type("{\"EventType\":null}", topic, "EventType", "orders");
+    expect_type("{\"EventType\":\"\"}", topic, "EventType", "orders");
+    expect_type("{\"Id\":\"1\"}", topic, "EventType", "orders");
+    /* The consumer refused these (no type it could route by): none. */
+    expect_type("{\"EventType\":42}", topic, "EventType", "");
+    expect_type("not json", topic, "EventType", "");
+    expect_type("[\"EventType\"]", topic, "EventType", "");
+    expect_type(NULL, topic, "EventType", "");
+
+    /* An escaped type that does not fit the buffer counts as absent. */
+    sb__dlq_record_t *r = kafka_body("{\"EventType\":\"Order\\u002ePaid\"}", NULL);
+    char small[4];
+    size_t len = 0;
+    assert_null(sb__dlq_event_type(r, "EventType", &len, small, sizeof small));
+    assert_null(sb__dlq_event_type(r, "EventType", &len, NULL, 0));
+
+    /* The filter matches on it, with its type field (default EventType). */
+    sb__dlq_filter_t *f = filter();
+    set_ok(f, "type", "Order.*");
+    assert_true(sb__dlq_filter_match(f, r));
+    char buf[64];
+    const char *t = sb__dlq_filter_event_type(f, r, &len, buf, sizeof buf);
+    assert_non_null(t);
+    assert_int_equal(len, 10);
+    assert_memory_equal(t, "Order.Paid", 10);
+    assert_int_equal(sb__dlq_filter_set_type_field(f, "Kind"), SB_EOK);
+    assert_false(sb__dlq_filter_match(f, r));
+    assert_int_equal(sb__dlq_filter_set_type_field(f, ""), SB_EOK);
+    assert_false(sb__dlq_filter_match(f, r));
+    assert_int_equal(sb__dlq_filter_set_type_field(f, "EventType"), SB_EOK);
+    assert_true(sb__dlq_filter_match(f, r));
+    sb__dlq_filter_destroy(f);
+    sb__dlq_record_destroy(r);
+
+    /* AMQP records keep their routing key rule: the body is not read. */
+    assert_int_equal(sb__dlq_record_new(&r), SB_EOK);
+    sb__dlq_record_set_transport(r, SB__DLQ_TX_AMQP);
+    const char *body = "{\"EventType\":\"Order.Placed\"}";
+    assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, body, strlen(body)), SB_EOK);
+    assert_null(sb__dlq_event_type(r, "EventType", &len, buf, sizeof buf));
+    sb__dlq_record_destroy(r);
+
+    /* Stats count the same type. */
+    sb__dlq_stats_t *s;
+    assert_int_equal(sb__dlq_stats_new(&s), SB_EOK);
+    r = kafka_body("{\"EventType\":\"Order.Placed\",\"Kind\":\"K\"}", topic);
+    assert_int_equal(sb__dlq_stats_add(s, r), SB_EOK);
+    assert_int_equal(sb__dlq_stats_set_type_field(s, "Kind"), SB_EOK);
+    assert_int_equal(sb__dlq_stats_add(s, r), SB_EOK);
+    assert_int_equal(sb__dlq_stats_set_type_field(s, NULL), SB_EOK);
+    assert_int_equal(sb__dlq_stats_add(s, r), SB_EOK);
+    sb__dlq_record_destroy(r);
+    char *out = NULL;
+    assert_int_equal(sb__dlq_stats_to_json(s, &out), SB_EOK);
+    assert_non_null(strstr(out, "\"by_type\":{\"K\":1,\"Order.Placed\":1,\"orders\":1}"));
+    sb_free(out);
+    sb__dlq_stats_destroy(s);
+}
+
+static void test_since_getter(void **state)
+{
+    (void)state;
+    sb__dlq_filter_t *f = filter();
+    int64_t us = 7;
+    assert_false(sb__dlq_filter_since(f, &us));
+    assert_int_equal(us, 7);
+    set_ok(f, "until", "2026-03-01");
+    assert_false(sb__dlq_filter_since(f, &us));
+    set_ok(f, "since", "2026-03-01T10:00:00Z");
+    assert_true(sb__dlq_filter_since(f, &us));
+    assert_int_equal(us, ts("2026-03-01T10:00:00Z"));
+    set_ok(f, "since", "90m"); /* the last one wins; durations count back from now */
+    assert_true(sb__dlq_filter_since(f, &us));
+    assert_int_equal(us, NOW - 90LL * 60 * 1000000);
+    assert_true(sb__dlq_filter_since(f, NULL));
     sb__dlq_filter_destroy(f);
 }
 
@@ -482,7 +607,11 @@ static void test_alloc_failures(void **state)
         if (rc == SB_EOK)
             rc = sb__dlq_filter_set(f, "id", "x", NULL, 0);
         if (rc == SB_EOK)
+            rc = sb__dlq_filter_set_type_field(f, "Kind");
+        if (rc == SB_EOK)
             rc = sb__dlq_stats_new(&s);
+        if (rc == SB_EOK)
+            rc = sb__dlq_stats_set_type_field(s, "Kind");
         for (size_t i = 0; i < N_DLQ && rc == SB_EOK; i++) {
             sb_set_allocator(NULL, NULL, NULL);
             sb__dlq_record_t *r = make(dlq[i]);
@@ -519,7 +648,8 @@ int main(void)
         cmocka_unit_test(test_combinations),   cmocka_unit_test(test_id_from_body),
         cmocka_unit_test(test_max_replays),    cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_json),           cmocka_unit_test(test_stats),
-        cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_alloc_failures), cmocka_unit_test(test_kafka_body_type),
+        cmocka_unit_test(test_since_getter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
