@@ -105,6 +105,8 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
                     p->transport_kind);
 }
 
+#define CLAIM_AHEAD 32 /* messages of one ordering unit handed over before their turn */
+
 /* ---- the store gate ------------------------------------------------------------------- */
 
 /* With a Redis store and on_unavailable: block, the dispatcher talks to the transport
@@ -177,6 +179,12 @@ static int gate_publish(sb__transport_t *t, const sb__outmsg_t *m, sb__tx_done_c
     return real_tx(t)->ops->publish(real_tx(t), m, cb, arg);
 }
 
+static void gate_turn_done(sb__transport_t *t, sb__delivery_t *d)
+{
+    if (real_tx(t)->ops->turn_done)
+        real_tx(t)->ops->turn_done(real_tx(t), d);
+}
+
 static bool gate_ready(sb__transport_t *t)
 {
     return real_tx(t)->ops->ready(real_tx(t));
@@ -203,6 +211,7 @@ static const sb__transport_ops_t gate_ops = {
     .dead_letter = gate_dead_letter,
     .release = gate_release,
     .publish = gate_publish,
+    .turn_done = gate_turn_done,
     .ready = gate_ready,
     .stop = gate_stop,
     .destroy = gate_destroy,
@@ -322,6 +331,11 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         p->tx->sink = p->gate->base.sink;
         p->tx->sink_arg = p->gate->base.sink_arg;
     }
+    /* With a store, each message costs two store round trips before the next one of its
+     * ordering unit may run; claiming ahead lets those share round trips. Half the slots at
+     * most wait for their turn, so a unit's head always finds one. */
+    if (p->store && p->tx->ops->claim_ahead)
+        p->tx->ops->claim_ahead(p->tx, CLAIM_AHEAD, max_inflight / 2);
     *out = p;
     return SB_EOK;
 err:

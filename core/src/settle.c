@@ -36,6 +36,7 @@ typedef enum hs_result {
     R_TIMEOUT,
     R_BUSY,        /* another owner holds the claim */
     R_UNAVAILABLE, /* the store failed (fail-closed) */
+    R_RELEASED,    /* never ran: its turn was denied (the partition is gone) */
 } hs_result_t;
 
 typedef struct buffered_pub {
@@ -280,6 +281,14 @@ static void settle_retry(sb__slot_t *s, uint64_t delay_ms, unsigned next_attempt
 /* Every handler has a result: settle the message exactly once. */
 static void settle(sb__slot_t *s)
 {
+    for (unsigned i = 0; i < s->n_hs; i++) {
+        if (s->hs[i].result == R_RELEASED) {
+            s->dp->stats.released++;
+            s->dp->tx->ops->release(s->dp->tx, s->d);
+            slot_put(s);
+            return;
+        }
+    }
     sb__hstate_t *reject = NULL, *exhausted = NULL, *retry = NULL, *busy = NULL;
     uint64_t delay = 0;
     unsigned attempt = s->d->attempt;
@@ -397,6 +406,21 @@ static void store_done_cb(void *arg, int status)
     hs_done(hs, hs->claim_result);
 }
 
+/* The last handler of a message succeeded and every earlier one succeeded or was a
+ * duplicate, so the message will be acked: the next message of its ordering unit may run
+ * now, while the store records completion (transport.h, turn_done). */
+static void release_turn_early(sb__hstate_t *hs)
+{
+    sb__slot_t *s = hs->slot;
+    sb__dispatcher_t *dp = s->dp;
+    if (!s->d->turn || !dp->tx->ops->turn_done || hs != &s->hs[s->n_hs - 1])
+        return;
+    for (unsigned i = 0; i + 1 < s->n_hs; i++)
+        if (s->hs[i].result != R_OK && s->hs[i].result != R_DUP)
+            return;
+    dp->tx->ops->turn_done(dp->tx, s->d);
+}
+
 /* Completes or releases our claim, then finishes the handler with r. */
 static void finish_claim(sb__hstate_t *hs, hs_result_t r)
 {
@@ -407,6 +431,8 @@ static void finish_claim(sb__hstate_t *hs, hs_result_t r)
     }
     hs->claimed = false;
     hs->claim_result = r;
+    if (r == R_OK)
+        release_turn_early(hs);
     int rc;
     if (r == R_OK)
         rc = dp->store->ops->complete(dp->store, hs->key, dp->o.done_ttl_ms, store_done_cb, hs);
@@ -603,6 +629,30 @@ static void run_handler(sb__hstate_t *hs)
     handle_outcome(hs, out);
 }
 
+static void turn_cb(void *arg)
+{
+    sb__hstate_t *hs = arg;
+    sb__slot_t *s = hs->slot;
+    if (s->d->turn && s->d->turn->denied) {
+        s->next_hs = s->n_hs; /* none of its handlers runs */
+        finish_claim(hs, R_RELEASED);
+        return;
+    }
+    run_handler(hs);
+}
+
+/* Runs the handler now, or once the message's turn comes (claim-ahead, transport.h). */
+static void run_in_turn(sb__hstate_t *hs)
+{
+    sb__turn_t *t = hs->slot->d->turn;
+    if (t && !t->granted && !t->denied) {
+        t->on_grant = turn_cb;
+        t->arg = hs;
+        return;
+    }
+    turn_cb(hs);
+}
+
 static void claim_cb(void *arg, sb__claim_result_t r)
 {
     sb__hstate_t *hs = arg;
@@ -610,7 +660,7 @@ static void claim_cb(void *arg, sb__claim_result_t r)
     switch (r) {
     case SB__CLAIM_OWNED:
         hs->claimed = true;
-        run_handler(hs);
+        run_in_turn(hs);
         return;
     case SB__CLAIM_DONE:
         hs_done(hs, R_DUP);
@@ -620,7 +670,7 @@ static void claim_cb(void *arg, sb__claim_result_t r)
         return;
     default:
         if (dp->o.process_without_store) {
-            run_handler(hs);
+            run_in_turn(hs);
             return;
         }
         hs_done(hs, R_UNAVAILABLE);

@@ -38,6 +38,17 @@
 
 typedef struct sb__transport sb__transport_t;
 
+/* A delivery's turn to run its handlers, for a transport that hands an ordering unit's
+ * messages over ahead of their turn (see `claim_ahead` below): the dispatcher may decode,
+ * route and claim at once, but runs handlers only once `granted`. The transport sets
+ * granted (or denied: the unit is no longer ours, do not run, release) and then calls
+ * on_grant if the dispatcher set it while waiting. */
+typedef struct sb__turn {
+    bool granted, denied;
+    void (*on_grant)(void *arg);
+    void *arg;
+} sb__turn_t;
+
 /* One received message. The transport embeds it in its own larger record. */
 typedef struct sb__delivery {
     sb__intake_msg_t msg; /* bytes, properties and headers, borrowed from the transport */
@@ -47,6 +58,7 @@ typedef struct sb__delivery {
     const char *source;   /* queue or topic it came from (metrics, x-sb-original-*) */
     int32_t partition;    /* Kafka; -1 elsewhere */
     int64_t offset;       /* Kafka; -1 elsewhere */
+    sb__turn_t *turn;     /* NULL: handlers may run at once */
 } sb__delivery_t;
 
 /* Dead-letter metadata, written as headers by every transport:
@@ -92,6 +104,15 @@ typedef struct sb__transport_ops {
     void (*release)(sb__transport_t *t, sb__delivery_t *d);
     int (*publish)(sb__transport_t *t, const sb__outmsg_t *m, sb__tx_done_cb cb, void *arg);
     bool (*ready)(sb__transport_t *t); /* connected and consuming */
+    /* Optional. Ordered transports may hand up to `ahead` messages of an ordering unit
+     * (at most `total` over all) over before their turn, so that their idempotency claims
+     * share round trips; each then carries a turn (above). Called before start() when an
+     * idempotency store is in use; without it, one message per unit is in flight. */
+    void (*claim_ahead)(sb__transport_t *t, size_t ahead, size_t total);
+    /* Optional (with claim_ahead): the handlers of d finished and its settlement cannot
+     * run them again, so the next message of its unit may take its turn now, while the
+     * store records completion. */
+    void (*turn_done)(sb__transport_t *t, sb__delivery_t *d);
     /* Stop intake for good; outstanding settlements still complete. */
     void (*stop)(sb__transport_t *t);
     /* Flush and close (after every delivery settled or the shutdown timeout passed). */

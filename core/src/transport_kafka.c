@@ -110,6 +110,8 @@ typedef struct kmsg {
     bool orphan;
     uint64_t key_hash;
     int64_t not_before; /* monotonic ms; 0: now */
+    sb__turn_t turn;    /* claim-ahead: may it run its handlers (transport.h) */
+    bool turn_released; /* its handlers finished: the next one may take its turn */
     sb__header_t hdrs[];
 } kmsg_t;
 
@@ -173,6 +175,9 @@ struct kafkatx {
     bool fetch_full;
     kpart_t *parts, *ready_head, *ready_tail;
     size_t n_dispatched; /* held by the dispatcher */
+    /* claim-ahead (partition order with a store): up to `ahead` messages of a partition in
+     * flight, at most `ahead_total` of them waiting for their turn (n_waiting). */
+    size_t ahead, ahead_total, n_waiting;
     kmsg_t *orphans;
     kop_t *compl_head, *compl_tail;
     rd_kafka_topic_partition_list_t *pending_revoke;
@@ -387,6 +392,10 @@ static void detach_part(kafkatx_t *tx, kpart_t *kp)
         next = m->next;
         part_unlink(kp, m);
         if (m->state == K_INFLIGHT) {
+            if (!m->turn.granted && !m->turn.denied) {
+                m->turn.denied = true; /* deny_orphans() tells the dispatcher */
+                tx->n_waiting--;
+            }
             m->orphan = true;
             m->next = tx->orphans;
             if (tx->orphans)
@@ -398,6 +407,7 @@ static void detach_part(kafkatx_t *tx, kpart_t *kp)
     }
     kp->n_queued = kp->n_active = 0;
     kp->owned = kp->revoking = kp->paused = kp->dirty = false;
+    kick(tx); /* deny_orphans() */
     kp->next_fetch = kp->store = -1;
     kp->hold_until = 0;
     event_del(kp->hold);
@@ -513,7 +523,7 @@ static void hold(kafkatx_t *tx, kpart_t *kp, int64_t until, int64_t now)
     evtimer_add(kp->hold, &tv);
 }
 
-static void hand_over(kafkatx_t *tx, kmsg_t *m)
+static void deliver(kafkatx_t *tx, kmsg_t *m)
 {
     kpart_t *kp = m->kp;
     m->state = K_INFLIGHT;
@@ -524,12 +534,110 @@ static void hand_over(kafkatx_t *tx, kmsg_t *m)
     tx->base.sink(tx->base.sink_arg, &m->d);
 }
 
+/* ---- claim-ahead: turns -------------------------------------------------------------------- */
+
+/* m leaves the dispatcher's hands (settled, requeued, orphaned): a turn it was still waiting
+ * for no longer counts. */
+static void turn_clear(kafkatx_t *tx, kmsg_t *m)
+{
+    if (m->d.turn && !m->turn.granted && !m->turn.denied)
+        tx->n_waiting--;
+    m->turn.granted = true;
+    m->turn.on_grant = NULL;
+}
+
+/* Gives the turn to the first waiting message of kp once everything before it released
+ * its turn, and so on down the list. A granted handler may settle inside on_grant; nothing
+ * is unlinked synchronously, so the walk stays valid. */
+static void grant_turns(kafkatx_t *tx, kpart_t *kp)
+{
+    for (kmsg_t *m = kp->head; m; m = m->next) {
+        if (m->state == K_DONE)
+            continue;
+        if (m->state != K_INFLIGHT)
+            return;
+        if (!m->turn.granted) {
+            m->turn.granted = true;
+            tx->n_waiting--;
+            void (*cb)(void *) = m->turn.on_grant;
+            m->turn.on_grant = NULL;
+            if (cb)
+                cb(m->turn.arg);
+        }
+        if (m->state == K_INFLIGHT && !m->turn_released)
+            return;
+    }
+}
+
+/* Orphans that waited for a turn are told they will never get it (they must not run: the
+ * partition is gone); each callback may free its message, so the scan restarts. */
+static void deny_orphans(kafkatx_t *tx)
+{
+    for (bool again = true; again;) {
+        again = false;
+        for (kmsg_t *m = tx->orphans; m; m = m->next) {
+            if (m->turn.denied && m->turn.on_grant) {
+                void (*cb)(void *) = m->turn.on_grant;
+                m->turn.on_grant = NULL;
+                cb(m->turn.arg);
+                again = true;
+                break;
+            }
+        }
+    }
+}
+
+/* Partition order with claim-ahead: hands over up to `ahead` messages of kp in offset
+ * order; only the first not preceded by an unreleased one has its turn. */
+static unsigned dispatch_ahead(kafkatx_t *tx, kpart_t *kp, unsigned budget, int64_t now)
+{
+    bool blocked = false;
+    unsigned n = 0;
+    for (kmsg_t *m = kp->head; m; m = m->next) {
+        if (m->state == K_DONE)
+            continue;
+        if (m->state == K_INFLIGHT) {
+            blocked = blocked || !m->turn_released;
+            continue;
+        }
+        if (n >= budget)
+            break;
+        if (m->not_before > now) {
+            hold(tx, kp, m->not_before, now);
+            break;
+        }
+        if (kp->n_active >= tx->ahead || !can_push(tx) ||
+            (blocked && tx->n_waiting >= tx->ahead_total))
+            break;
+        m->turn = (sb__turn_t){.granted = !blocked};
+        m->turn_released = false;
+        m->d.turn = &m->turn;
+        if (blocked)
+            tx->n_waiting++;
+        deliver(tx, m);
+        n++;
+        if (m->state == K_QUEUED) /* given back at once */
+            break;
+        blocked = blocked || (m->state == K_INFLIGHT && !m->turn_released);
+    }
+    return n;
+}
+
+static void hand_over(kafkatx_t *tx, kmsg_t *m)
+{
+    m->turn = (sb__turn_t){.granted = true};
+    m->d.turn = NULL;
+    deliver(tx, m);
+}
+
 /* Hands over what kp's ordering allows; returns how many. */
 static unsigned dispatch_part(kafkatx_t *tx, kpart_t *kp, unsigned budget)
 {
     if (!kp->owned || kp->revoking || !kp->n_queued)
         return 0;
     int64_t now = mono_ms();
+    if (!tx->key_mode && tx->ahead)
+        return dispatch_ahead(tx, kp, budget, now);
     if (!tx->key_mode) {
         if (kp->n_active)
             return 0;
@@ -826,6 +934,8 @@ static void pump(kafkatx_t *tx)
     while (tx->ready_head && budget) {
         kpart_t *kp = pop_ready(tx);
         advance_prefix(kp);
+        if (tx->ahead)
+            grant_turns(tx, kp);
         if (!can_push(tx)) {
             tx->parked = true;
             continue;
@@ -833,6 +943,8 @@ static void pump(kafkatx_t *tx)
         budget -= dispatch_part(tx, kp, budget);
     }
     flush_stores(tx);
+    if (tx->orphans)
+        deny_orphans(tx);
     reconcile_pauses(tx, mono_ms());
     if (tx->pending_revoke && revoking_active(tx) == 0)
         finish_revoke(tx);
@@ -937,6 +1049,7 @@ static void settle_done(kafkatx_t *tx, kmsg_t *m)
         return;
     }
     kpart_t *kp = m->kp;
+    turn_clear(tx, m);
     m->state = K_DONE;
     kp->n_active--;
     mark_ready(tx, kp);
@@ -952,6 +1065,7 @@ static void requeue(kafkatx_t *tx, kmsg_t *m, uint64_t delay_ms)
         return;
     }
     kpart_t *kp = m->kp;
+    turn_clear(tx, m);
     m->state = K_QUEUED;
     m->not_before = mono_ms() + (int64_t)delay_ms;
     kp->n_active--;
@@ -965,6 +1079,28 @@ static void tx_ack(sb__transport_t *t, sb__delivery_t *d)
     kafkatx_t *tx = (kafkatx_t *)t;
     tx->n_dispatched--;
     settle_done(tx, (kmsg_t *)d);
+}
+
+static void tx_claim_ahead(sb__transport_t *t, size_t ahead, size_t total)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    /* In-place retries hold a partition for the retry delay: messages claimed ahead would
+     * hold their claims that long, past a lease. Claim-ahead is for the retry topic. */
+    if (tx->retry_in_place || tx->key_mode || ahead < 2)
+        return;
+    tx->ahead = ahead;
+    tx->ahead_total = total ? total : 1;
+}
+
+static void tx_turn_done(sb__transport_t *t, sb__delivery_t *d)
+{
+    kafkatx_t *tx = (kafkatx_t *)t;
+    kmsg_t *m = (kmsg_t *)d;
+    if (m->orphan || m->state != K_INFLIGHT)
+        return;
+    m->turn_released = true;
+    mark_ready(tx, m->kp);
+    kick(tx);
 }
 
 static void tx_release(sb__transport_t *t, sb__delivery_t *d)
@@ -1673,6 +1809,8 @@ static const sb__transport_ops_t kafka_ops = {
     .dead_letter = tx_dead_letter,
     .release = tx_release,
     .publish = tx_publish,
+    .claim_ahead = tx_claim_ahead,
+    .turn_done = tx_turn_done,
     .ready = tx_ready,
     .stop = tx_stop,
     .destroy = tx_destroy,
