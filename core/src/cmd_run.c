@@ -2,9 +2,18 @@
  * on any problem, naming file, line and key), builds the pipeline, serves the admin
  * endpoints, consumes until SIGINT/SIGTERM, drains in-flight messages within
  * service.shutdown_timeout and exits 0 (1 if the drain timed out, 128+signal on a second
- * signal). */
+ * signal).
+ *
+ * Closing the clients after the drain (final commits, producer flush, librdkafka's thread
+ * joins) is bounded too: CLOSE_BUDGET_S after the loop ended, a watchdog exits with the
+ * run's status. Everything was settled and committed by then; it exists because
+ * librdkafka 2.0.2 can hang in rd_kafka_destroy() for good (seen when the consumed topics
+ * were deleted while assigned), and an orchestrator would otherwise wait for its SIGKILL.
+ * A second SIGINT/SIGTERM during the close ends the process at once. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "switchboard/error.h"
 #include "cmd_run.h"
@@ -15,6 +24,34 @@
 #define EX_USAGE_  64
 #define EX_SOFT_   70
 #define EX_CONFIG_ 78
+
+#define CLOSE_BUDGET_S 20
+
+static volatile sig_atomic_t close_status;
+
+static void close_watchdog(int sig)
+{
+    (void)sig;
+    static const char msg[] = "switchboard: closing the broker clients took longer than "
+                              "20 s; exiting (everything was settled before)\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(close_status);
+}
+
+/* The loop is over: bound the close, and let a second signal end it. */
+static void arm_close_watchdog(int status)
+{
+    close_status = status;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = close_watchdog;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    alarm(CLOSE_BUDGET_S);
+}
 
 int sb__cmd_run(int argc, char **argv)
 {
@@ -64,9 +101,11 @@ int sb__cmd_run(int argc, char **argv)
     sb__log(SB_LOG_INFO, NULL, "switchboard consuming (%s transport, %zu handlers)",
             p->transport_kind, sb__registry_count(p->reg));
     status = sb__runtime_run(p->rt);
+    arm_close_watchdog(status);
 out:
     sb__admin_destroy(adm);
     sb__pipeline_destroy(p);
+    alarm(0);
     sb__config_destroy(cfg);
     return status;
 }
