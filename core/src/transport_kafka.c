@@ -13,8 +13,8 @@
  *    or dead-letter copy is being produced), DONE. The DONE prefix of a list is popped and
  *    its next offset stored (rd_kafka_offsets_store, once per pump turn); librdkafka's
  *    auto-commit commits stored offsets periodically, and a synchronous commit runs on
- *    revoke and at shutdown. enable.auto.offset.store is forced off: an offset is never
- *    stored past a message that is not settled.
+ *    revoke and at shutdown. enable.auto.offset.store is forced off (kafka_client.c): an
+ *    offset is never stored past a message that is not settled.
  *  - Ordering: concurrency "partition" hands over a partition's head only when nothing of
  *    that partition is in flight; "key" scans a bounded window (KEY_WINDOW) of the list and
  *    hands over every QUEUED message whose key (64-bit hash; a collision only serialises)
@@ -26,8 +26,8 @@
  *  - Backpressure, in two layers. (1) The transport takes messages from librdkafka only
  *    while the partitions that are flowing hold fewer than partition_backlog / 2 local
  *    messages (queued, in flight, settled but not stored); what it does not take stays in
- *    librdkafka's queue, bounded by queued.min.messages (100000) and
- *    queued.max.messages.kbytes (4 MiB) unless overridden, where librdkafka stops
+ *    librdkafka's queue, bounded by queued.min.messages and queued.max.messages.kbytes
+ *    (kafka_client.c: 100000 and 4 MiB unless overridden), where librdkafka stops
  *    fetching on its own. (2) A single partition that does not drain (a held retry, a slow
  *    key) is paused with rd_kafka_pause_partitions at partition_backlog and resumed at half,
  *    so it cannot starve the others. Memory is bounded by 4 MiB + partition_backlog
@@ -38,7 +38,6 @@
  *    that). watch_fetcher() therefore wakes the fetcher (kafka_waker.h) when a queue that
  *    came near its bound drained to 30%; with that, a small bound costs nothing (measured
  *    on 1,000,000 events: 4 MiB + 10,000 messages, 28 MB max RSS, at the raw client's rate).
- *    fetch.error.backoff.ms is 10 ms so a fetch error does not stall 500 ms either.
  *  - retry_later: "topic" produces a copy to <topic><retry_topic_suffix> with the original
  *    key, value and headers plus x-sb-attempts and x-sb-due-at (epoch ms); the consumer is
  *    subscribed to those topics too and holds a retry partition (paused, with a timer) until
@@ -61,9 +60,9 @@
  * Lag (sb__kafka_lag) is read at scrape time from librdkafka's cached high watermark and
  * our own positions, never with a broker round trip.
  *
- * Not here: decoding (intake), per-handler retry modes, rendering the lag metric, creating
- * topics matched by a regex subscription (only listed topics get retry/DLQ topics), and
- * keeping a regex subscription from matching the DLQ topics (choose the regex accordingly). */
+ * Not here: decoding (intake), per-handler retry modes, rendering the lag metric, and
+ * creating and configuring the librdkafka clients: their defaults, the embedded cluster, the
+ * retry/DLQ topics and the subscription are kafka_client.c's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -77,24 +76,22 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "errf.h"
+#include "kafka_client.h"
 #include "kafka_conf.h"
 #include "kafka_waker.h"
 #include "log.h"
 #include "transport_kafka.h"
 
-#define FETCH_BATCH         8192 /* messages taken from librdkafka per loop turn */
-#define PUMP_BUDGET         4096 /* hand-overs per loop turn */
-#define KEY_WINDOW          256  /* messages scanned per partition for key concurrency */
-#define RELEASE_BACKOFF_MS  500  /* a released message waits this long before it is retried */
-#define EMBEDDED_PARTITIONS 3
-#define ADMIN_TIMEOUT_MS    15000
-#define CLOSE_FLUSH_MS      10000
+#define FETCH_BATCH        8192 /* messages taken from librdkafka per loop turn */
+#define PUMP_BUDGET        4096 /* hand-overs per loop turn */
+#define KEY_WINDOW         256  /* messages scanned per partition for key concurrency */
+#define RELEASE_BACKOFF_MS 500  /* a released message waits this long before it is retried */
+#define CLOSE_FLUSH_MS     10000
 
 typedef enum kstate { K_QUEUED, K_INFLIGHT, K_DONE } kstate_t;
 
@@ -1349,283 +1346,33 @@ static void tx_stop(sb__transport_t *t)
     kick(tx);
 }
 
-/* ---- configuration of the clients ------------------------------------------------------ */
-
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    int l = level <= 3   ? SB_LOG_ERROR
-            : level == 4 ? SB_LOG_WARN
-            : level <= 6 ? SB_LOG_INFO
-                         : SB_LOG_DEBUG;
-    /* The properties go to both clients on purpose: each ignores the other's. */
-    if (!strcmp(fac, "CONFWARN") &&
-        (strstr(buf, "is a consumer property") || strstr(buf, "is a producer property")))
-        l = SB_LOG_DEBUG;
-    sb__log(l, NULL, "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
-{
-    bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
-    char fbuf[256] = "";
-    if (fatal)
-        rd_kafka_fatal_error(rk, fbuf, sizeof fbuf);
-    sb__log(fatal ? SB_LOG_ERROR : SB_LOG_WARN, NULL, "kafka %s: %s (%s)%s%s", rd_kafka_name(rk),
-            reason, rd_kafka_err2name((rd_kafka_resp_err_t)err), fatal ? ": " : "", fbuf);
-}
+/* ---- the clients (kafka_client.h) ------------------------------------------------------ */
 
 static const char *bootstraps(const kafkatx_t *tx)
 {
     return tx->embedded ? tx->mock_bootstraps : tx->brokers;
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
+/* What the clients are made from; read anew for each client, as the embedded cluster's
+ * bootstraps exist only once it started. */
+static sb__kafka_client_opts_t client_opts(kafkatx_t *tx)
 {
-    return sb__kafka_conf_set(conf, k, v, errstr, n);
-}
-
-static int apply_props(kafkatx_t *tx, rd_kafka_conf_t *conf, const char *which, char *errstr,
-                       size_t n)
-{
-    return sb__kafka_conf_apply(tx->props, conf, which, errstr, n);
-}
-
-static bool user_set(const kafkatx_t *tx, const char *which, const char *key)
-{
-    return sb__kafka_conf_user_set(tx->props, which, key);
-}
-
-static rd_kafka_conf_t *base_conf(kafkatx_t *tx, const char *which, char *errstr, size_t n)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf) {
-        sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-        return NULL;
-    }
-    rd_kafka_conf_set_opaque(conf, tx);
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    if (conf_set(conf, "bootstrap.servers", bootstraps(tx), errstr, n) ||
-        conf_set(conf, "client.id", tx->client_id, errstr, n) ||
-        conf_set(conf, "log.queue", "true", errstr, n) || apply_props(tx, conf, which, errstr, n)) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    return conf;
-}
-
-static int new_producer(kafkatx_t *tx, char *errstr, size_t n)
-{
-    /* The user's properties, defaults for what they left unset, then what correctness
-     * requires (idempotence, acks=all). */
-    int rc;
-    rd_kafka_conf_t *conf = base_conf(tx, "producer", errstr, n);
-    if (!conf)
-        return SB_ECONFIG;
-    if (!user_set(tx, "producer", "linger.ms"))
-        conf_set(conf, "linger.ms", "5", NULL, 0);
-    if (!user_set(tx, "producer", "message.timeout.ms"))
-        conf_set(conf, "message.timeout.ms", "30000", NULL, 0);
-    if ((rc = conf_set(conf, "enable.idempotence", "true", errstr, n)) ||
-        (rc = conf_set(conf, "acks", "all", errstr, n))) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    char err[512];
-    tx->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!tx->producer) {
-        rd_kafka_conf_destroy(conf);
-        return sb__errf(errstr, n, SB_ECONFIG, "kafka producer: %s", err);
-    }
-    rd_kafka_set_log_queue(tx->producer, NULL);
-    tx->pq = rd_kafka_queue_get_main(tx->producer);
-    return tx->pq ? SB_EOK : sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-}
-
-static int64_t conf_int(const rd_kafka_conf_t *conf, const char *key, int64_t dflt)
-{
-    char buf[32];
-    size_t len = sizeof buf;
-    if (rd_kafka_conf_get(conf, key, buf, &len) != RD_KAFKA_CONF_OK)
-        return dflt;
-    char *end;
-    long long v = strtoll(buf, &end, 10);
-    return end != buf && v > 0 ? (int64_t)v : dflt;
-}
-
-static int new_consumer(kafkatx_t *tx, char *errstr, size_t n)
-{
-    rd_kafka_conf_t *conf = base_conf(tx, "consumer", errstr, n);
-    if (!conf)
-        return SB_ECONFIG;
-    static const char *const defaults[][2] = {
-        {"auto.offset.reset", "earliest"},
-        {"queued.min.messages", "100000"},
-        {"queued.max.messages.kbytes", "4096"},
-        /* 2.0.2 backs a full partition queue off by fetch.error.backoff.ms (500 ms). */
-        {"fetch.error.backoff.ms", "10"},
+    return (sb__kafka_client_opts_t){
+        .bootstraps = bootstraps(tx),
+        .client_id = tx->client_id,
+        .group = tx->group,
+        .props = tx->props,
+        .embedded = tx->embedded,
+        .topics = tx->topics,
+        .n_topics = tx->n_topics,
+        .dlq_suffix = tx->dlq_suffix,
+        .retry_suffix = tx->retry_suffix,
+        .retry_in_place = tx->retry_in_place,
+        .publish_topic = tx->publish_topic,
+        .opaque = tx,
+        .rebalance_cb = rebalance_cb,
+        .dr_cb = dr_cb,
     };
-    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
-        if (!user_set(tx, "consumer", defaults[i][0]))
-            conf_set(conf, defaults[i][0], defaults[i][1], NULL, 0);
-    if (tx->embedded && !user_set(tx, "consumer", "session.timeout.ms"))
-        conf_set(conf, "session.timeout.ms", "6000", NULL, 0);
-    if (user_set(tx, "consumer", "enable.auto.offset.store") ||
-        user_set(tx, "consumer", "enable.auto.commit"))
-        sb__log(SB_LOG_WARN, NULL,
-                "kafka: enable.auto.commit and enable.auto.offset.store are managed by "
-                "switchboard (offsets are stored once settled); the given values are ignored");
-    int rc;
-    if ((rc = conf_set(conf, "group.id", tx->group, errstr, n)) ||
-        (rc = conf_set(conf, "enable.auto.commit", "true", errstr, n)) ||
-        (rc = conf_set(conf, "enable.auto.offset.store", "false", errstr, n))) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    tx->q_min_msgs = conf_int(conf, "queued.min.messages", 100000);
-    tx->q_max_bytes = conf_int(conf, "queued.max.messages.kbytes", 65536) * 1024;
-    char err[512];
-    tx->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-    if (!tx->consumer) {
-        rd_kafka_conf_destroy(conf);
-        return sb__errf(errstr, n, SB_ECONFIG, "kafka consumer: %s", err);
-    }
-    rd_kafka_set_log_queue(tx->consumer, NULL);
-    rd_kafka_poll_set_consumer(tx->consumer); /* main queue (logs, errors) -> consumer queue */
-    tx->cq = rd_kafka_queue_get_consumer(tx->consumer);
-    return tx->cq ? SB_EOK : sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-}
-
-static int start_embedded(kafkatx_t *tx, char *errstr, size_t n)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf)
-        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-    rd_kafka_conf_set(conf, "log_level", "0", err, sizeof err);
-    tx->mock_host = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!tx->mock_host) {
-        rd_kafka_conf_destroy(conf);
-        return sb__errf(errstr, n, SB_EIO, "embedded broker: %s", err);
-    }
-    tx->mock = rd_kafka_mock_cluster_new(tx->mock_host, 1);
-    if (!tx->mock)
-        return sb__errf(errstr, n, SB_EIO, "embedded broker: cannot create the mock cluster");
-    if (!(tx->mock_bootstraps = sb_strdup(rd_kafka_mock_cluster_bootstraps(tx->mock))))
-        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-    for (size_t i = 0; i < tx->n_topics; i++) {
-        if (is_regex(tx->topics[i]))
-            continue;
-        const char *suffixes[] = {"", tx->dlq_suffix, tx->retry_in_place ? NULL : tx->retry_suffix};
-        for (size_t k = 0; k < 3; k++) {
-            if (!suffixes[k])
-                continue;
-            char *name = concat(tx->topics[i], suffixes[k]);
-            if (!name)
-                return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-            rd_kafka_mock_topic_create(tx->mock, name, EMBEDDED_PARTITIONS, 1);
-            sb_free(name);
-        }
-    }
-    if (*tx->publish_topic && !is_regex(tx->publish_topic))
-        rd_kafka_mock_topic_create(tx->mock, tx->publish_topic, EMBEDDED_PARTITIONS, 1);
-    sb__log(SB_LOG_INFO, NULL, "kafka: embedded broker (librdkafka mock cluster) on %s",
-            tx->mock_bootstraps);
-    return SB_EOK;
-}
-
-/* Creates the missing <topic>.retry and <topic>.dlq with the partition count of <topic>. */
-static void create_side_topics(kafkatx_t *tx)
-{
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(tx->producer, 1, NULL, &md, ADMIN_TIMEOUT_MS);
-    if (err) {
-        sb__log(SB_LOG_WARN, NULL, "kafka: metadata: %s (retry and DLQ topics not created)",
-                rd_kafka_err2str(err));
-        return;
-    }
-    rd_kafka_NewTopic_t *nt[64];
-    size_t nn = 0;
-    char err_s[256];
-    for (size_t i = 0; i < tx->n_topics; i++) {
-        if (is_regex(tx->topics[i]))
-            continue;
-        int parts = 0;
-        for (int k = 0; k < md->topic_cnt; k++)
-            if (!strcmp(md->topics[k].topic, tx->topics[i]) && !md->topics[k].err)
-                parts = md->topics[k].partition_cnt;
-        if (parts <= 0)
-            continue;
-        const char *suffixes[] = {tx->dlq_suffix, tx->retry_in_place ? NULL : tx->retry_suffix};
-        for (size_t s = 0; s < 2; s++) {
-            if (!suffixes[s] || nn >= sizeof nt / sizeof nt[0])
-                continue;
-            char *name = concat(tx->topics[i], suffixes[s]);
-            bool exists = false;
-            for (int k = 0; name && k < md->topic_cnt; k++)
-                exists = exists || (!strcmp(md->topics[k].topic, name) && !md->topics[k].err);
-            if (name && !exists)
-                nt[nn] = rd_kafka_NewTopic_new(name, parts, -1, err_s, sizeof err_s);
-            if (name && !exists && nt[nn])
-                nn++;
-            sb_free(name);
-        }
-    }
-    rd_kafka_metadata_destroy(md);
-    if (!nn)
-        return;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(tx->producer);
-    if (q) {
-        rd_kafka_CreateTopics(tx->producer, nt, nn, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ADMIN_TIMEOUT_MS);
-        const rd_kafka_CreateTopics_result_t *res =
-            ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr =
-            res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
-        for (size_t i = 0; i < cnt; i++) {
-            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
-            if (!e)
-                sb__log(SB_LOG_INFO, NULL, "kafka: created topic %s",
-                        rd_kafka_topic_result_name(tr[i]));
-            else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-                sb__log(SB_LOG_WARN, NULL, "kafka: creating topic %s: %s",
-                        rd_kafka_topic_result_name(tr[i]),
-                        rd_kafka_topic_result_error_string(tr[i]));
-        }
-        if (!ev)
-            sb__log(SB_LOG_WARN, NULL, "kafka: creating retry/DLQ topics timed out");
-        else
-            rd_kafka_event_destroy(ev);
-        rd_kafka_queue_destroy(q);
-    }
-    rd_kafka_NewTopic_destroy_array(nt, nn);
-}
-
-static int subscribe(kafkatx_t *tx, char *errstr, size_t n)
-{
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)tx->n_topics * 2);
-    if (!l)
-        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-    for (size_t i = 0; i < tx->n_topics; i++) {
-        rd_kafka_topic_partition_list_add(l, tx->topics[i], RD_KAFKA_PARTITION_UA);
-        if (!tx->retry_in_place && !is_regex(tx->topics[i])) {
-            char *r = concat(tx->topics[i], tx->retry_suffix);
-            if (!r) {
-                rd_kafka_topic_partition_list_destroy(l);
-                return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-            }
-            rd_kafka_topic_partition_list_add(l, r, RD_KAFKA_PARTITION_UA);
-            sb_free(r);
-        }
-    }
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(tx->consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err)
-        return sb__errf(errstr, n, SB_ECONFIG, "kafka subscribe: %s", rd_kafka_err2str(err));
-    return SB_EOK;
 }
 
 static int tx_start(sb__transport_t *t, char *errstr, size_t n)
@@ -1634,13 +1381,20 @@ static int tx_start(sb__transport_t *t, char *errstr, size_t n)
     int rc;
     if (tx->started)
         return sb__errf(errstr, n, SB_ESTATE, "kafka transport already started");
-    if (tx->embedded && (rc = start_embedded(tx, errstr, n)) != SB_EOK)
-        return rc;
-    if ((rc = new_producer(tx, errstr, n)) != SB_EOK)
+    sb__kafka_client_opts_t o = client_opts(tx);
+    if (tx->embedded) {
+        rc = sb__kafka_client_embedded_start(&o, &tx->mock_host, &tx->mock, &tx->mock_bootstraps,
+                                             errstr, n);
+        if (rc != SB_EOK)
+            return rc;
+        o = client_opts(tx); /* with the embedded cluster's bootstraps */
+    }
+    if ((rc = sb__kafka_client_producer_new(&o, &tx->producer, &tx->pq, errstr, n)) != SB_EOK)
         return rc;
     if (tx->create_topics && !tx->embedded)
-        create_side_topics(tx);
-    if ((rc = new_consumer(tx, errstr, n)) != SB_EOK)
+        sb__kafka_client_create_side_topics(&o, tx->producer);
+    if ((rc = sb__kafka_client_consumer_new(&o, &tx->consumer, &tx->cq, &tx->q_min_msgs,
+                                            &tx->q_max_bytes, errstr, n)) != SB_EOK)
         return rc;
     if (!(tx->waker = sb__kafka_waker_new(tx->consumer)))
         sb__log(SB_LOG_WARN, NULL,
@@ -1657,7 +1411,7 @@ static int tx_start(sb__transport_t *t, char *errstr, size_t n)
         return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
     rd_kafka_queue_io_event_enable(tx->cq, tx->wake[1], "1", 1);
     rd_kafka_queue_io_event_enable(tx->pq, tx->wake[1], "1", 1);
-    if ((rc = subscribe(tx, errstr, n)) != SB_EOK)
+    if ((rc = sb__kafka_client_subscribe(&o, tx->consumer, errstr, n)) != SB_EOK)
         return rc;
     tx->started = true;
     sb__log(SB_LOG_INFO, NULL, "kafka: consuming as group %s from %s (concurrency %s, retry %s)",
@@ -1733,10 +1487,7 @@ static void tx_destroy(sb__transport_t *t)
         next = c->next;
         sb_free(c);
     }
-    if (tx->mock)
-        rd_kafka_mock_cluster_destroy(tx->mock);
-    if (tx->mock_host)
-        rd_kafka_destroy(tx->mock_host);
+    sb__kafka_client_embedded_stop(tx->mock_host, tx->mock);
     for (kpart_t *kp = tx->parts, *next; kp; kp = next) {
         next = kp->next_all;
         event_free(kp->hold);
@@ -1884,9 +1635,9 @@ int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_
     rd_kafka_conf_t *probe = rd_kafka_conf_new();
     if (!probe)
         goto nomem;
-    rc = apply_props(tx, probe, "consumer", errstr, n);
+    rc = sb__kafka_conf_apply(tx->props, probe, "consumer", errstr, n);
     if (rc == SB_EOK)
-        rc = apply_props(tx, probe, "producer", errstr, n);
+        rc = sb__kafka_conf_apply(tx->props, probe, "producer", errstr, n);
     rd_kafka_conf_destroy(probe);
     if (rc != SB_EOK)
         goto err;
