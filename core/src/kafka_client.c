@@ -27,9 +27,13 @@
  *    "topic") <topic><retry_topic_suffix> are created when missing, with the partition
  *    count of <topic>.
  *
+ *  - A ^regex subscription also subscribes "^(<regex>)<retry suffix>$", so the retry topics
+ *    of what it matches are consumed even when the regex itself does not match them.
+ *
  * Not here: creating topics matched by a regex subscription (only listed topics get retry/DLQ
- * topics), keeping a regex subscription from matching the DLQ topics (choose the regex
- * accordingly), polling and callbacks beyond logs and errors (the transport's). */
+ * topics: a regex relies on the broker's auto-creation), keeping a regex subscription's DLQ
+ * topics out of the assignment (the transport's rebalance callback), polling and callbacks
+ * beyond logs and errors (the transport's). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,6 +328,32 @@ void sb__kafka_client_create_side_topics(const sb__kafka_client_opts_t *o, rd_ka
     rd_kafka_NewTopic_destroy_array(nt, nn);
 }
 
+/* "^(<regex>)<suffix>$": the regex without its own anchors, the suffix escaped. */
+static char *retry_regex(const char *regex, const char *suffix)
+{
+    const char *body = regex + 1; /* after the '^' */
+    size_t lb = strlen(body);
+    if (lb && body[lb - 1] == '$' && (lb < 2 || body[lb - 2] != '\\'))
+        lb--;
+    char *r = sb_malloc(lb + 2 * strlen(suffix) + 6);
+    if (!r)
+        return NULL;
+    size_t o = 0;
+    r[o++] = '^';
+    r[o++] = '(';
+    memcpy(r + o, body, lb);
+    o += lb;
+    r[o++] = ')';
+    for (const char *c = suffix; *c; c++) {
+        if (strchr(".[]()*+?{}|^$\\", *c))
+            r[o++] = '\\';
+        r[o++] = *c;
+    }
+    r[o++] = '$';
+    r[o] = '\0';
+    return r;
+}
+
 int sb__kafka_client_subscribe(const sb__kafka_client_opts_t *o, rd_kafka_t *consumer, char *errstr,
                                size_t n)
 {
@@ -332,8 +362,9 @@ int sb__kafka_client_subscribe(const sb__kafka_client_opts_t *o, rd_kafka_t *con
         return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
     for (size_t i = 0; i < o->n_topics; i++) {
         rd_kafka_topic_partition_list_add(l, o->topics[i], RD_KAFKA_PARTITION_UA);
-        if (!o->retry_in_place && !is_regex(o->topics[i])) {
-            char *r = concat(o->topics[i], o->retry_suffix);
+        if (!o->retry_in_place) {
+            char *r = is_regex(o->topics[i]) ? retry_regex(o->topics[i], o->retry_suffix)
+                                             : concat(o->topics[i], o->retry_suffix);
             if (!r) {
                 rd_kafka_topic_partition_list_destroy(l);
                 return sb__errf(errstr, n, SB_ENOMEM, "out of memory");

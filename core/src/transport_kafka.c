@@ -804,10 +804,9 @@ static void describe(const rd_kafka_topic_partition_list_t *l, char *buf, size_t
     }
 }
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+static void rebalance(kafkatx_t *tx, rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *parts)
 {
-    kafkatx_t *tx = opaque;
     bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
     char desc[512] = "";
     if (parts)
@@ -888,6 +887,54 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     struct timeval tv = {(time_t)(tx->revoke_timeout_ms / 1000),
                          (suseconds_t)(tx->revoke_timeout_ms % 1000) * 1000};
     evtimer_add(tx->revoke_timer, &tv);
+}
+
+/* A regex subscription also matches our own dead-letter topics (^orders\..* matches
+ * orders.a.dlq): consuming them would handle every dead letter again and dead-letter it
+ * once more, to orders.a.dlq.dlq, which matches too, and so on. Their partitions are kept
+ * out of the assignment unless the topic is listed by name. Retry topics are consumed: that
+ * is how a regex-matched topic gets its retries. */
+static bool skipped_topic(const kafkatx_t *tx, const char *topic)
+{
+    if (!ends_with(topic, tx->dlq_suffix))
+        return false;
+    for (size_t i = 0; i < tx->n_topics; i++)
+        if (!strcmp(tx->topics[i], topic))
+            return false;
+    return true;
+}
+
+/* parts without the skipped topics: a new list, or NULL when none is skipped (or out of
+ * memory: then nothing is filtered). */
+static rd_kafka_topic_partition_list_t *
+without_skipped(const kafkatx_t *tx, const rd_kafka_topic_partition_list_t *parts)
+{
+    int skip = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        skip += skipped_topic(tx, parts->elems[i].topic);
+    if (!skip)
+        return NULL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt - skip);
+    for (int i = 0; l && i < parts->cnt; i++)
+        if (!skipped_topic(tx, parts->elems[i].topic))
+            rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition)
+                ->offset = parts->elems[i].offset;
+    return l;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    kafkatx_t *tx = opaque;
+    rd_kafka_topic_partition_list_t *own = parts ? without_skipped(tx, parts) : NULL;
+    if (own && err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        sb__log(SB_LOG_INFO, NULL,
+                "kafka: not consuming %d partitions of dead-letter topics the subscription "
+                "matches",
+                parts->cnt - own->cnt);
+    rebalance(tx, rk, err, own ? own : parts);
+    if (own)
+        rd_kafka_topic_partition_list_destroy(own);
 }
 
 /* ---- the pump ------------------------------------------------------------------------------ */
@@ -1612,6 +1659,10 @@ int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_
     }
     if (!publish || !*publish)
         publish = is_regex(tx->topics[0]) ? "" : tx->topics[0];
+    if (!*publish)
+        sb__log(SB_LOG_WARN, NULL,
+                "kafka: the first topic is a regex and transport.kafka.publish_topic is not "
+                "set: handlers cannot publish follow-up events (each attempt fails)");
     if (!(tx->brokers = sb_strdup(brokers)) ||
         !(tx->group = sb_strdup(sb__config_str(cfg, "transport.kafka.group_id"))) ||
         !(tx->client_id = sb_strdup(sb__config_str(cfg, "service.name"))) ||
