@@ -105,7 +105,7 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
                     p->transport_kind);
 }
 
-#define CLAIM_AHEAD 32 /* messages of one ordering unit handed over before their turn */
+#define CLAIM_AHEAD 128 /* messages of one ordering unit handed over before their turn */
 
 /* ---- the store gate ------------------------------------------------------------------- */
 

@@ -1,12 +1,13 @@
 /* store_redis.c: the Redis idempotency store (see store_redis.h for the contract).
  *
  * Design: one hiredis async connection attached to the runtime's libevent loop. Every call
- * becomes one EVALSHA written at once (hiredis buffers and flushes from the loop, so all
- * in-flight messages share round trips); the reply callback answers the caller. The four
- * small Lua scripts make each operation a single round trip that also learns why a claim
- * was refused (done vs. held by someone else). The connection has three states: down
- * (reconnect timer armed), connecting (TCP connect plus AUTH / SELECT / SCRIPT LOAD, all
- * pipelined) and up. Only "up" accepts work; in the other two every call is answered at
+ * becomes one command written at once (hiredis buffers and flushes from the loop, so all
+ * in-flight messages share round trips); the reply callback answers the caller. A claim is
+ * the plain SET key inprogress:<owner> NX PX lease; when the key exists, a small Lua script
+ * learns why (done, held by someone else, or ours already) in one more round trip. The
+ * other operations are one script each (complete and release check the owner). The connection has
+ * three states: down (reconnect timer armed), connecting (TCP connect plus AUTH / SELECT / SCRIPT
+ * LOAD, all pipelined) and up. Only "up" accepts work; in the other two every call is answered at
  * once, so the dispatcher never waits on a dead Redis. A watchdog timer turns a silent
  * Redis (commands outstanding, no reply for command_timeout_ms) into a disconnect, which
  * answers everything outstanding.
