@@ -61,6 +61,10 @@ struct sb__hstate {
     sb_outcome_t outcome; /* written by the worker */
     uint64_t retry_after_ms;
     uint64_t started_us;
+    uint64_t claimed_us; /* when the claim was sent or last renewed */
+    uint64_t lease_ms;
+    bool turn_waiting; /* claimed, waiting for its turn (claim-ahead) */
+    bool renewed;      /* its claim was renewed while waiting: verify it at the turn */
     int64_t worker_us; /* time the handler ran on its worker (written there) */
     unsigned pubs_outstanding;
     bool pub_failed;
@@ -104,6 +108,7 @@ struct sb__dispatcher {
     bool paused;   /* we paused the transport for lack of slots */
     bool stopping; /* shutdown: intake stopped */
     sb__dispatcher_stats_t stats;
+    sb__timer_t *renew; /* renews the claims of messages waiting for their turn */
     void (*observe)(void *arg, const sb__settle_info_t *info);
     void *observe_arg;
 };
@@ -629,13 +634,68 @@ static void run_handler(sb__hstate_t *hs)
     handle_outcome(hs, out);
 }
 
+#define RENEW_TICK_MS 1000
+
+/* Claims of messages waiting for their turn are renewed every third of their lease, so a
+ * long wait (each earlier message may take up to its timeout) never lets one run out;
+ * fire and forget: the turn verifies ownership once more before the handler runs. */
+static void renew_tick(sb__timer_t *t, void *arg)
+{
+    sb__dispatcher_t *dp = arg;
+    uint64_t now = sb__datetime_now_us();
+    bool waiting = false;
+    for (unsigned i = 0; i < dp->o.max_inflight; i++) {
+        sb__slot_t *s = &dp->slots[i];
+        if (!s->in_use || !s->next_hs)
+            continue;
+        sb__hstate_t *hs = &s->hs[s->next_hs - 1];
+        if (!hs->turn_waiting || !hs->claimed)
+            continue;
+        waiting = true;
+        if (now - hs->claimed_us > hs->lease_ms * 1000 / 3 &&
+            dp->store->ops->extend(dp->store, hs->key, hs->lease_ms, NULL, NULL) == SB_EOK) {
+            hs->claimed_us = now;
+            hs->renewed = true;
+        }
+    }
+    if (waiting)
+        sb__timer_start(t, RENEW_TICK_MS, false);
+}
+
+static void renewed_cb(void *arg, int status)
+{
+    sb__hstate_t *hs = arg;
+    if (status == SB_EOK) {
+        run_handler(hs);
+        return;
+    }
+    /* Not ours any more (SB_ESTATE: someone claimed it after the lease ran out), or the
+     * store failed: do not run; the message comes back later. The release only deletes
+     * the key if it is still ours, and forgets it locally. */
+    snprintf(hs->reason, sizeof hs->reason, "the claim expired while waiting for its turn");
+    finish_claim(hs, status == SB_ESTATE ? R_BUSY : R_UNAVAILABLE);
+}
+
 static void turn_cb(void *arg)
 {
     sb__hstate_t *hs = arg;
     sb__slot_t *s = hs->slot;
+    sb__dispatcher_t *dp = s->dp;
+    hs->turn_waiting = false;
     if (s->d->turn && s->d->turn->denied) {
         s->next_hs = s->n_hs; /* none of its handlers runs */
         finish_claim(hs, R_RELEASED);
+        return;
+    }
+    /* Claimed ahead and waited long for the turn (earlier messages each may take up to
+     * their timeout): renew the claim, and run only if it is still ours, so the handler
+     * never runs on a lease that may already have run out. */
+    if (hs->claimed && hs->claimed_us &&
+        (hs->renewed || sb__datetime_now_us() - hs->claimed_us > hs->lease_ms * 1000 / 3)) {
+        hs->claimed_us = sb__datetime_now_us();
+        if (dp->store->ops->extend(dp->store, hs->key, hs->lease_ms, renewed_cb, hs) == SB_EOK)
+            return;
+        renewed_cb(hs, SB_EUNAVAILABLE);
         return;
     }
     run_handler(hs);
@@ -648,6 +708,10 @@ static void run_in_turn(sb__hstate_t *hs)
     if (t && !t->granted && !t->denied) {
         t->on_grant = turn_cb;
         t->arg = hs;
+        hs->turn_waiting = true;
+        sb__dispatcher_t *dp = hs->slot->dp;
+        if (dp->renew && !sb__timer_pending(dp->renew))
+            sb__timer_start(dp->renew, RENEW_TICK_MS, false);
         return;
     }
     turn_cb(hs);
@@ -700,6 +764,8 @@ static void begin(sb__hstate_t *hs)
     uint64_t lease = dp->o.lease_ms;
     if (hs->h->timeout_ms + 5000 > lease)
         lease = hs->h->timeout_ms + 5000;
+    hs->lease_ms = lease;
+    hs->claimed_us = sb__datetime_now_us();
     if (dp->store->ops->claim(dp->store, hs->key, lease, claim_cb, hs) != SB_EOK)
         claim_cb(hs, SB__CLAIM_ERROR);
 }
@@ -928,6 +994,8 @@ int sb__dispatcher_new(sb__runtime_t *rt, sb__intake_t *intake, sb__transport_t 
         s->next_free = dp->free_slots;
         dp->free_slots = s;
     }
+    if (store && !(dp->renew = sb__runtime_timer_new(rt, renew_tick, dp)))
+        goto nomem;
     if (sb__runtime_add_participant(rt, &participant, dp) != SB_EOK)
         goto nomem;
     tx->sink = sb__dispatcher_deliver;
@@ -954,6 +1022,7 @@ void sb__dispatcher_destroy(sb__dispatcher_t *dp)
         }
         sb__runtime_remove_participant(dp->rt, &participant, dp);
     }
+    sb__timer_destroy(dp->renew);
     sb_free(dp->slots);
     sb_free(dp->consumer);
     sb_free(dp->group);
