@@ -291,6 +291,14 @@ static int scan(dlqcmd_t *c)
         int rc = c->ops->next(c->b, 0, &r, &pos);
         if (rc == SB_ECLOSED || rc == SB_ETIMEOUT)
             break;
+        if (rc == SB_ETOOBIG) { /* the backend logged where and why it stopped */
+            fprintf(stderr,
+                    "%sswitchboard dlq: stopped: no room to record more moved records "
+                    "behind the ones that stay; nothing was lost or sent twice\n",
+                    c->tty ? "\r\033[K" : "");
+            status = EX_FAIL;
+            break;
+        }
         if (rc != SB_EOK) {
             fprintf(stderr, "%sswitchboard dlq: reading the DLQ failed: %s\n",
                     c->tty ? "\r\033[K" : "", sb_strerror(rc));

@@ -25,9 +25,10 @@
  *  - Kafka: the DLQ topic is a log. next() reads a range (from the committed offset of the
  *    DLQ consumer group, or an offset or time range given in the options) and returns
  *    SB_ECLOSED at the end of the range (end of every partition at open time). ack()
- *    commits the offset (in order per partition: an offset is committed only when every
- *    earlier position of that partition was acked or kept, and a kept message stops the
- *    commit for its partition, so a rerun sees it again). keep() commits nothing. Because
+ *    removes the record: its offset is committed if nothing before it stays, else it is
+ *    recorded in the commit's metadata with the group's offset (see dlq_kafka.c), so no
+ *    verb sees it again; keep() leaves it. next() returns SB_ETOOBIG when a removal could
+ *    not be recorded any more: the caller must stop. Because
  *    replay progress lives in that consumer group, an interrupted replay resumes where it
  *    stopped, without re-sending what was already confirmed and committed. Nothing is
  *    deleted from the topic: "removed" means "behind the group's committed offset"; purge

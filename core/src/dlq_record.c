@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
@@ -1506,34 +1508,142 @@ const char *sb__dlq_record_event_type(const sb__dlq_record_t *r, size_t *len)
     return s;
 }
 
+/* envelope.c's media_is: the media type without parameters, case-insensitively. */
+static bool media_is(const char *ct, size_t n, const char *type)
+{
+    while (n && *ct == ' ') {
+        ct++;
+        n--;
+    }
+    size_t tl = strlen(type);
+    return n >= tl && strncasecmp(ct, type, tl) == 0 && (n == tl || ct[tl] == ';' || ct[tl] == ' ');
+}
+
+/* The first header named `name`, whatever its value, or NULL. */
+static const sb__dlq_field_t *header_field(const sb__dlq_record_t *r, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i < r->headers.n; i++)
+        if (name_is(&r->headers.v[i], name, nlen))
+            return &r->headers.v[i];
+    return NULL;
+}
+
+/* envelope.c's has_ce_headers: a header with a CloudEvents binary-mode prefix. */
+static bool has_ce_headers(const sb__dlq_record_t *r)
+{
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const sb__dlq_bytes_t *n = &r->headers.v[i].name;
+        if (!n->p)
+            continue;
+        if ((n->len > 3 && memcmp(n->p, "ce_", 3) == 0) ||
+            (n->len > 12 &&
+             (memcmp(n->p, "cloudEvents:", 12) == 0 || memcmp(n->p, "cloudEvents_", 12) == 0)))
+            return true;
+    }
+    return false;
+}
+
+/* A top-level member of the body: a string (decoded into buf when escaped; too long for buf
+ * counts as absent) or, when `numbers`, a number as written. 1 found, 0 absent (or null), -1
+ * another type. */
+static int body_member(const sb__jindex_t *idx, const char *name, bool numbers, char *buf,
+                       size_t size, const char **out, size_t *len)
+{
+    const sb__jfield_t *f = sb__jindex_find(idx, name, strlen(name));
+    if (!f || f->type == SB__JT_NULL)
+        return 0;
+    if (f->type == SB__JT_NUMBER && numbers) {
+        *out = f->val;
+        *len = f->val_len;
+        return 1;
+    }
+    if (f->type != SB__JT_STRING)
+        return -1;
+    *out = f->val;
+    *len = f->val_len;
+    if (f->val_esc) {
+        if (!buf || f->val_len > size)
+            return -1;
+        *len = sb__junescape(f->val, f->val_len, buf);
+        *out = buf;
+    }
+    return 1;
+}
+
 const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf, size_t size)
 {
+    /* The consumer's order (envelope.c): a structured CloudEvent's "id"; else a binary-mode
+     * one's id header; else, in a body that is a JSON object, its "Id", its "id", the AMQP
+     * message_id property (the Kafka transport has none; it ignores a message-id header)
+     * and a SHA-256 of the body (intake.id_strategy: hash; without it the consumer refused
+     * the message, and the hash still names it). Beyond the consumer: a numeric Id or id as
+     * written, and for a body that is no JSON object the message_id property or a message-id
+     * header (the consumer refused those). */
     size_t n = 0;
-    const char *s = r->str[SB__DLQ_MESSAGE_ID].p;
-    if (s)
-        n = r->str[SB__DLQ_MESSAGE_ID].len;
-    if (!s)
-        s = sb__dlq_record_header_str(r, "message-id", &n);
-    if (!s)
-        s = sb__dlq_record_header_str(r, "ce_id", &n);
-    if (!s) {
-        const sb__dlq_bytes_t *body = &r->str[SB__DLQ_BODY];
-        sb__jindex_t idx;
-        sb__jtype_t root;
-        if (!body->p ||
-            sb__jscan(body->p, body->len, SB__JSCAN_MAX_DEPTH, &idx, &root, NULL, 0) != SB_EOK ||
-            root != SB__JT_OBJECT)
+    const char *s = NULL;
+    const char *ct = NULL;
+    size_t ctl = 0;
+    if (r->str[SB__DLQ_CONTENT_TYPE].p) {
+        ct = r->str[SB__DLQ_CONTENT_TYPE].p;
+        ctl = r->str[SB__DLQ_CONTENT_TYPE].len;
+    } else {
+        ct = sb__dlq_record_header_str(r, "content-type", &ctl);
+    }
+    const sb__dlq_bytes_t *body = &r->str[SB__DLQ_BODY];
+    sb__jindex_t idx;
+    sb__jtype_t root = SB__JT_NONE;
+    bool object =
+        body->p &&
+        sb__jscan(body->p, body->len, SB__JSCAN_MAX_DEPTH, &idx, &root, NULL, 0) == SB_EOK &&
+        root == SB__JT_OBJECT;
+    if (ct && media_is(ct, ctl, "application/cloudevents+json")) {
+        if (!object || body_member(&idx, "id", false, buf, size, &s, &n) != 1 || !n)
             return NULL;
-        const sb__jfield_t *f = sb__jindex_find(&idx, "Id", 2);
-        if (!f || (f->type != SB__JT_STRING && f->type != SB__JT_NUMBER))
+    } else if (has_ce_headers(r)) {
+        static const char *const names[] = {"ce_id", "cloudEvents:id", "cloudEvents_id"};
+        for (size_t i = 0; i < 3 && !s; i++)
+            if (header_field(r, names[i])) {
+                s = sb__dlq_record_header_str(r, names[i], &n);
+                if (!s || !n)
+                    return NULL;
+            }
+        if (!s)
             return NULL;
-        s = f->val;
-        n = f->val_len;
-        if (f->type == SB__JT_STRING && f->val_esc) {
-            if (!buf || f->val_len > size)
+    } else if (object) {
+        int f = body_member(&idx, "Id", true, buf, size, &s, &n);
+        if (f == 0)
+            f = body_member(&idx, "id", true, buf, size, &s, &n);
+        if (f < 0)
+            return NULL;
+        if (f == 0 && r->transport != SB__DLQ_TX_KAFKA && r->str[SB__DLQ_MESSAGE_ID].p &&
+            r->str[SB__DLQ_MESSAGE_ID].len) {
+            s = r->str[SB__DLQ_MESSAGE_ID].p;
+            n = r->str[SB__DLQ_MESSAGE_ID].len;
+        }
+        if (!s) {
+            unsigned char md[32];
+            unsigned int mdlen = 0;
+            if (!buf || size < 65 ||
+                EVP_Digest(body->p, body->len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
                 return NULL;
-            n = sb__junescape(f->val, f->val_len, buf);
+            static const char hex[] = "0123456789abcdef";
+            for (int i = 0; i < 32; i++) {
+                buf[2 * i] = hex[md[i] >> 4];
+                buf[2 * i + 1] = hex[md[i] & 15];
+            }
+            buf[64] = '\0';
             s = buf;
+            n = 64;
+        }
+    } else {
+        /* Not a JSON object: the consumer refused it without an id. Name it by what it
+         * carries: the message_id property, else a message-id header. */
+        if (r->str[SB__DLQ_MESSAGE_ID].p && r->str[SB__DLQ_MESSAGE_ID].len) {
+            s = r->str[SB__DLQ_MESSAGE_ID].p;
+            n = r->str[SB__DLQ_MESSAGE_ID].len;
+        } else if (!(s = sb__dlq_record_header_str(r, "message-id", &n)) || !n) {
+            return NULL;
         }
     }
     if (len)

@@ -256,8 +256,11 @@ uint64_t sb__dlq_record_replay_count(const sb__dlq_record_t *r);
  * unknown transport tries all four in that order. NULL when none is present. */
 const char *sb__dlq_record_event_type(const sb__dlq_record_t *r, size_t *len);
 
-/* The event id: the message_id property, else the "message-id" header, else "ce_id", else
- * the body's top-level "Id" member (a JSON string, or a number as written). The result
+/* The event id, as the consumer (envelope.c) takes it: a structured CloudEvent's body "id";
+ * else the CloudEvents binary id headers (ce_id, cloudEvents:id, cloudEvents_id); else the
+ * JSON body's "Id", then "id" (a string, or a number as written), then the AMQP message_id
+ * property, then the SHA-256 of the body (the consumer's id with id_strategy: hash); a body
+ * that is not JSON is named by its message_id property or "message-id" header. The result
  * points into the record, or into buf when an escaped JSON string had to be decoded (buf
  * of `size` bytes; a decoded id that does not fit counts as absent). NULL when none. */
 const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char *buf, size_t size);

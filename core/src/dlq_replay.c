@@ -123,6 +123,11 @@ int sb__dlq_replay_run(const sb__dlq_replay_opts_t *o, sb__dlq_replay_progress_t
         int rc = ops->next(o->b, 0, &r, &pos);
         if (rc == SB_ECLOSED || rc == SB_ETIMEOUT)
             break;
+        if (rc == SB_ETOOBIG)
+            return sb__errf(errstr, errstr_size, rc,
+                            "stopped: no room to record more moved records behind the ones "
+                            "that stay (replay with a broader filter, or in order); nothing "
+                            "was lost or sent twice");
         if (rc != SB_EOK)
             return sb__errf(errstr, errstr_size, rc, "reading the DLQ failed: %s", sb_strerror(rc));
         atomic_fetch_add(&p->seen, 1);

@@ -179,8 +179,20 @@ static json_t *error_doc(int status, const char *msg)
 
 static const char *const own_options[] = {"to", "rate", "dry_run", NULL};
 
+/* The body member holding a Kafka event's type, as `switchboard dlq` reads it: the consumer
+ * falls back to it when no header names the type (envelope.c), so the job's "type" filter
+ * must see the same type. NULL for other transports. */
+static const char *type_field(const sb__config_t *cfg)
+{
+    const char *kind = sb__config_str(cfg, "transport.kind");
+    if (!kind || strcmp(kind, "kafka"))
+        return NULL;
+    return sb__config_str(cfg, "transport.kafka.event_type_field");
+}
+
 /* Builds a job from the POST body; NULL with *status and *reply set. */
-static job_t *job_from_body(const char *body, size_t len, int *status, json_t **reply)
+static job_t *job_from_body(const sb__config_t *cfg, const char *body, size_t len, int *status,
+                            json_t **reply)
 {
     char err[512] = "";
     json_error_t jerr;
@@ -194,7 +206,8 @@ static job_t *job_from_body(const char *body, size_t len, int *status, json_t **
     }
     jb = sb_calloc(1, sizeof *jb);
     if (!jb || !(jb->errors = json_array()) ||
-        sb__dlq_filter_new(sb__datetime_now_us(), &jb->filter) != SB_EOK)
+        sb__dlq_filter_new(sb__datetime_now_us(), &jb->filter) != SB_EOK ||
+        sb__dlq_filter_set_type_field(jb->filter, type_field(cfg)) != SB_EOK)
         goto nomem;
     if (sb__dlq_filter_set(jb->filter, "max-replays", "5", NULL, 0) != SB_EOK)
         goto nomem;
@@ -252,7 +265,7 @@ static void post_replay(sb__replay_jobs_t *j, const char *body, size_t len, int 
         *reply = error_doc(501, "this transport has no dead-letter queue backend");
         return;
     }
-    job_t *jb = job_from_body(body, len, status, reply);
+    job_t *jb = job_from_body(j->cfg, body, len, status, reply);
     if (!jb)
         return;
     pthread_mutex_lock(&j->mu);

@@ -18,12 +18,24 @@
  *    one among them) are byte-identical, id by id;
  *  - replay --rate 2/s with a consumer whose handlers succeed is SIGKILLed after 3 records
  *    were committed; a second replay finishes: every id is in the ledger exactly once and
- *    stats counts 0.
+ *    stats counts 0;
+ *  - admin replay jobs (POST /replay on `switchboard run`, dry run) with a "type" filter see
+ *    the type the consumer routes by, from transport.kafka.event_type_field (set to another
+ *    member) too, as `dlq --type` does on the same config;
+ *  - a filtered replay and purge on ONE partition where two types interleave: replay --type
+ *    A (a consumer records what it handles) moves the 7 As, past Bs that stay; the replay
+ *    group's offset stays before the first B and the moved offsets are in its metadata;
+ *    list and stats show only the Bs; a second replay --type A moves nothing; purge --id
+ *    one B, then list; purge --type B leaves 0; a replay afterwards scans nothing; the
+ *    ledger has every A exactly once and no B.
  * Topics and consumer groups are deleted at the end, also when a check fails (atexit). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,14 +60,14 @@ static char *out_path, *err_path;
 
 /* What the atexit handler cleans up. */
 static struct {
-    char *topics[8], *groups[4], *files[16];
+    char *topics[12], *groups[6], *files[24];
     size_t nt, ng, nf;
     pid_t pids[4]; /* children still running (0: none) */
 } cl;
 
 static char *track_file(char *path)
 {
-    if (cl.nf < 16)
+    if (cl.nf < 24)
         cl.files[cl.nf++] = path;
     return path;
 }
@@ -369,13 +381,13 @@ static void delete_all(char *const *topics, size_t nt, char *const *grps, size_t
     if (!rk)
         return;
     rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopic_t *dt[8];
+    rd_kafka_DeleteTopic_t *dt[12];
     for (size_t i = 0; i < nt; i++)
         dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
     rd_kafka_DeleteTopics(rk, dt, nt, NULL, q);
     admin_wait(rk, q);
     rd_kafka_DeleteTopic_destroy_array(dt, nt);
-    rd_kafka_DeleteGroup_t *dg[4];
+    rd_kafka_DeleteGroup_t *dg[6];
     for (size_t i = 0; i < ng; i++)
         dg[i] = rd_kafka_DeleteGroup_new(grps[i]);
     rd_kafka_DeleteGroups(rk, dg, ng, NULL, q);
@@ -757,6 +769,313 @@ static void check_interrupted_replay(const char *cfg_ok, const char *dlq_topic, 
            12 - moved);
 }
 
+/* ---- admin replay jobs ------------------------------------------------------------------ */
+
+#define TOKEN "dlqfk-admin-token"
+
+static int admin_port;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    SBT_CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    SBT_CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* One HTTP/1.1 request to the admin port (Connection: close): the status; the body in
+ * `body_out` (static storage, valid until the next call). -1 when nothing listens. */
+static int http(const char *method, const char *path, const char *body, const char **body_out)
+{
+    static char buf[32768];
+    buf[0] = '\0';
+    *body_out = buf;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    SBT_CHECK(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[2048];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "Authorization: Bearer " TOKEN "\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     method, path, body ? strlen(body) : 0, body ? body : "");
+    SBT_CHECK(n > 0 && (size_t)n < sizeof req);
+    SBT_CHECK(write(fd, req, (size_t)n) == n);
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof buf - 1 && (k = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
+        got += (size_t)k;
+    buf[got] = '\0';
+    close(fd);
+    int status = -1;
+    sscanf(buf, "HTTP/1.1 %d", &status);
+    const char *b = strstr(buf, "\r\n\r\n");
+    *body_out = b ? b + 4 : "";
+    return status;
+}
+
+/* POST /replay `req`, wait until the job is no longer running; its final document. */
+static json_t *admin_job(const char *req)
+{
+    const char *body;
+    int st = http("POST", "/replay", req, &body);
+    SBT_CHECK_MSG(st == 202, "POST /replay %s: %d %s", req, st, body);
+    json_t *j = json_loads(body, 0, NULL);
+    SBT_CHECK(j != NULL && json_string_value(json_object_get(j, "job")));
+    char path[128];
+    snprintf(path, sizeof path, "/jobs/%s", json_string_value(json_object_get(j, "job")));
+    json_decref(j);
+    for (int i = 0; i < 600; i++) {
+        st = http("GET", path, NULL, &body);
+        SBT_CHECK_MSG(st == 200, "GET %s: %d %s", path, st, body);
+        j = json_loads(body, 0, NULL);
+        SBT_CHECK(j != NULL);
+        const char *state = json_string_value(json_object_get(j, "state"));
+        SBT_CHECK(state != NULL);
+        if (strcmp(state, "running"))
+            return j;
+        json_decref(j);
+        usleep(100 * 1000);
+    }
+    SBT_CHECK_MSG(false, "job %s still running after 60 s", path);
+    return NULL;
+}
+
+/* An admin replay job's "type" filter sees the type the consumer routes by, a body member
+ * (transport.kafka.event_type_field) included, as `dlq --type` does. With the field set to
+ * TargetSystem, groups A and D (no event-type header) are of type "DataWarehouse". */
+static void check_admin_type(const char *topic, const char *group, const char *ledger,
+                             const char *log, const kt_events_t *ev)
+{
+    admin_port = free_port();
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "service: {name: sbt-dlqfk-admin, shutdown_timeout: 20s}\n"
+             "log: {level: info, format: text}\n"
+             "admin: {listen: \"127.0.0.1:%d\", token: \"" TOKEN "\"}\n"
+             "transport:\n"
+             "  kind: kafka\n"
+             "  kafka:\n"
+             "    brokers: \"%s\"\n"
+             "    group_id: %s\n"
+             "    topics: [%s]\n"
+             "    event_type_field: TargetSystem\n"
+             "handlers:\n"
+             "  - name: rec\n"
+             "    module: record\n"
+             "    bind: [\"#\"]\n"
+             "    config: {path: %s}\n"
+             "idempotency: {store: none}\n",
+             admin_port, brokers, group, topic, ledger);
+    char *cfg = track_file(sbt_write_temp(yaml, ".yaml"));
+    cl.pids[0] = kt_run(cfg, log);
+    const char *body;
+    int st = -1;
+    for (int i = 0; i < 300 && (st = http("GET", "/healthz", NULL, &body)) != 200; i++)
+        usleep(100 * 1000);
+    if (st != 200)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(st == 200, "the admin server did not come up (%d)", st);
+    static const struct {
+        const char *req;
+        long done;
+    } jobs[] = {
+        {"{\"type\":\"DataWarehouse\",\"dry_run\":true}", 6},
+        {"{\"type\":\"Payment.#\",\"dry_run\":true}", 3},
+        {"{\"type\":\"Order.Created\",\"dry_run\":true}", 0},
+    };
+    for (size_t i = 0; i < sizeof jobs / sizeof jobs[0]; i++) {
+        json_t *j = admin_job(jobs[i].req);
+        const char *state = json_string_value(json_object_get(j, "state"));
+        long done = (long)json_integer_value(json_object_get(j, "done"));
+        long skipped = (long)json_integer_value(json_object_get(j, "skipped"));
+        char *doc = json_dumps(j, JSON_COMPACT);
+        SBT_CHECK_MSG(!strcmp(state, "done") && done == jobs[i].done && skipped == 12 - done,
+                      "job %s: %s", jobs[i].req, doc);
+        free(doc);
+        json_decref(j);
+        printf("ok: admin job %s: done %ld, skipped %ld\n", jobs[i].req, done, skipped);
+    }
+    SBT_CHECK(sbt_stop(cl.pids[0], SIGTERM, 30000) == 0);
+    cl.pids[0] = 0;
+    SBT_CHECK(sbt_count_lines(ledger) == 0);
+    /* The CLI on the same config agrees. */
+    idset_t want = {0};
+    groups(&want, ev, "AD");
+    expect_list(cfg, (const char *[]){"--type", "DataWarehouse", NULL}, &want);
+    idset_free(&want);
+}
+
+/* The committed offset of `group` on partition 0 of topic, and its metadata in md. */
+static int64_t committed_meta(rd_kafka_t *rk, const char *topic, char *md, size_t mdsize)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0);
+    SBT_CHECK(rd_kafka_committed(rk, l, 5000) == 0 && !l->elems[0].err);
+    int64_t off = l->elems[0].offset;
+    size_t n = l->elems[0].metadata_size < mdsize - 1 ? l->elems[0].metadata_size : mdsize - 1;
+    if (n)
+        memcpy(md, l->elems[0].metadata, n);
+    md[n] = '\0';
+    rd_kafka_topic_partition_list_destroy(l);
+    return off;
+}
+
+/* "N <word>" in the summary line on stderr ("7 replayed"), or -1. */
+static long summary_count(const char *word)
+{
+    FILE *f = fopen(err_path, "r");
+    char line[1024], pat[64];
+    long n = -1;
+    snprintf(pat, sizeof pat, " %s", word);
+    while (f && fgets(line, sizeof line, f)) {
+        char *w = strncmp(line, "switchboard dlq ", 16) == 0 ? strstr(line, pat) : NULL;
+        if (!w)
+            continue;
+        char *p = w;
+        while (p > line && p[-1] >= '0' && p[-1] <= '9')
+            p--;
+        if (p < w)
+            n = strtol(p, NULL, 10);
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Hand-made dead letters of two types interleaved in the one partition of <itopic>.dlq. */
+static void check_interleaved(const char *cfg, const char *itopic, const char *igroup,
+                              const char *ledger, const char *log, const char *run)
+{
+    static const char pattern[] = "BAABABBABAABBA"; /* offsets 0..13 */
+    enum { NR = sizeof pattern - 1 };
+    char dlq_topic[256], replay_group[256];
+    snprintf(dlq_topic, sizeof dlq_topic, "%s.dlq", itopic);
+    snprintf(replay_group, sizeof replay_group, "%s.dlq-replay", igroup);
+    idset_t as = {0}, bs = {0};
+    char ids[NR][160];
+    const char *a_ids[NR];
+    size_t na = 0;
+    char at[40];
+    rfc3339(wall_ms(), at, sizeof at);
+    int failed = 0;
+    rd_kafka_t *rk = producer(&failed);
+    for (int i = 0; i < NR; i++) {
+        const char *type = pattern[i] == 'A' ? "Interleaved.Alpha" : "Interleaved.Beta";
+        char body[256];
+        snprintf(ids[i], sizeof ids[i], "%s-%c%d", run, pattern[i], i);
+        snprintf(body, sizeof body, "{\"Id\":\"%s\",\"EventType\":\"%s\"}", ids[i], type);
+        rd_kafka_headers_t *hs = rd_kafka_headers_new(6);
+        rd_kafka_header_add(hs, "event-type", -1, type, -1);
+        rd_kafka_header_add(hs, "x-sb-reason", -1, "rejected", -1);
+        rd_kafka_header_add(hs, "x-sb-error", -1, "interleaved test", -1);
+        rd_kafka_header_add(hs, "x-sb-failed-at", -1, at, -1);
+        rd_kafka_header_add(hs, "x-sb-original-topic", -1, itopic, -1);
+        produce_one(rk, dlq_topic, "k", body, hs, 0);
+        if (pattern[i] == 'A') {
+            idset_add(&as, ids[i]);
+            a_ids[na++] = ids[i];
+        } else {
+            idset_add(&bs, ids[i]);
+        }
+    }
+    producer_done(rk, &failed);
+    idset_t all = {0};
+    for (int i = 0; i < NR; i++)
+        idset_add(&all, ids[i]);
+    expect_list(cfg, (const char *[]){NULL}, &all);
+    idset_free(&all);
+
+    /* 1. replay --type A, with a consumer that records what it handles. */
+    cl.pids[3] = kt_run(cfg, log);
+    dlq_ok(cfg, (const char *[]){"replay", "--type", "Interleaved.Alpha", NULL});
+    SBT_CHECK_MSG(summary_count("replayed") == (long)na && summary_count("failed") == 0,
+                  "replay --type A: %ld replayed, %ld failed", summary_count("replayed"),
+                  summary_count("failed"));
+    bool ok = sbt_wait_lines(ledger, na, 60000);
+    if (!ok)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(ok, "%zu of %zu replayed events handled", sbt_count_lines(ledger), na);
+    /* The offset stays before the first B; the As moved past it are in the metadata. */
+    rd_kafka_t *oc = offsets_client(replay_group);
+    char md[8192];
+    int64_t off = committed_meta(oc, dlq_topic, md, sizeof md);
+    SBT_CHECK_MSG(off == 0 && strcmp(md, "sbdlq1:0:1+2,1,2,1+2,2") == 0,
+                  "committed %lld with metadata \"%s\"", (long long)off, md);
+    printf("ok: replay --type A moved %zu past kept Bs: offset 0, metadata \"%s\"\n", na, md);
+
+    /* 2. list and stats show only the Bs. */
+    expect_list(cfg, (const char *[]){NULL}, &bs);
+    SBT_CHECK_MSG(scanned() == (long)bs.n, "list scanned %ld, want %zu", scanned(), bs.n);
+    json_t *j = stats(cfg, NULL);
+    json_t *by_type = json_object_get(j, "by_type");
+    SBT_CHECK(json_integer_value(json_object_get(j, "total")) == (json_int_t)bs.n);
+    SBT_CHECK(json_integer_value(json_object_get(by_type, "Interleaved.Beta")) == (json_int_t)bs.n);
+    SBT_CHECK(json_object_get(by_type, "Interleaved.Alpha") == NULL);
+    json_decref(j);
+    idset_t none = {0};
+    expect_list(cfg, (const char *[]){"--type", "Interleaved.Alpha", NULL}, &none);
+    dlq_ok(cfg, (const char *[]){"export", "--out", "-", NULL});
+    SBT_CHECK(sbt_count_lines(out_path) == bs.n);
+    SBT_CHECK(dlq(cfg, (const char *[]){"show", a_ids[0], NULL}) == 1);
+    printf("ok: list, stats, export and show see only the %zu Bs\n", bs.n);
+
+    /* 3. A second replay --type A moves nothing. */
+    dlq_ok(cfg, (const char *[]){"replay", "--type", "Interleaved.Alpha", NULL});
+    SBT_CHECK_MSG(summary_count("selected") == 0 && summary_count("replayed") == 0,
+                  "second replay --type A: %ld selected, %ld replayed", summary_count("selected"),
+                  summary_count("replayed"));
+    SBT_CHECK(committed_meta(oc, dlq_topic, md, sizeof md) == 0);
+    printf("ok: a second replay --type A selects nothing\n");
+
+    /* 4. purge with a filter, then list. */
+    dlq_ok(cfg, (const char *[]){"purge", "--id", ids[3], NULL});
+    SBT_CHECK_MSG(summary_count("purged") == 1, "purge --id: %ld purged", summary_count("purged"));
+    idset_t rest = {0};
+    for (size_t i = 0; i < bs.n; i++)
+        if (strcmp(bs.v[i], ids[3]))
+            idset_add(&rest, bs.v[i]);
+    expect_list(cfg, (const char *[]){NULL}, &rest);
+    SBT_CHECK(stats_total(cfg, NULL) == (long)rest.n);
+    dlq_ok(cfg, (const char *[]){"purge", "--type", "Interleaved.Beta", NULL});
+    if (summary_count("purged") != (long)rest.n)
+        dump(err_path);
+    SBT_CHECK_MSG(summary_count("purged") == (long)rest.n, "purge --type B: %ld purged, want %zu",
+                  summary_count("purged"), rest.n);
+    expect_list(cfg, (const char *[]){NULL}, &none);
+    SBT_CHECK(stats_total(cfg, NULL) == 0);
+    off = committed_meta(oc, dlq_topic, md, sizeof md);
+    SBT_CHECK_MSG(off == NR && md[0] == '\0', "after purging all: offset %lld, metadata \"%s\"",
+                  (long long)off, md);
+    printf("ok: purge --id one B, then purge --type B: 0 left, offset %d, no metadata\n", NR);
+
+    /* 5. A replay afterwards sends nothing; every A was handled exactly once. */
+    dlq_ok(cfg, (const char *[]){"replay", NULL});
+    SBT_CHECK_MSG(scanned() == 0, "the last replay scanned %ld", scanned());
+    usleep(1500 * 1000); /* a duplicate would show up now */
+    size_t missing, dups, unexpected;
+    sbt_ledger_check(ledger, a_ids, na, &missing, &dups, &unexpected);
+    SBT_CHECK_MSG(missing == 0 && dups == 0 && unexpected == 0,
+                  "ledger: %zu missing, %zu duplicated, %zu unexpected", missing, dups, unexpected);
+    rd_kafka_destroy(oc);
+    SBT_CHECK(sbt_stop(cl.pids[3], SIGTERM, 30000) == 0);
+    cl.pids[3] = 0;
+    idset_free(&as);
+    idset_free(&bs);
+    idset_free(&rest);
+    printf("ok: a replay afterwards sent nothing; each of %zu As handled exactly once\n", na);
+}
+
 int main(void)
 {
     brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
@@ -765,6 +1084,8 @@ int main(void)
     char *group = sbt_unique_name("sbt-dlqfk-g");
     char *import_topic = sbt_unique_name("sbt-dlqfk-imp");
     char *seek_topic = sbt_unique_name("sbt-dlqfk-seek");
+    char *itopic = sbt_unique_name("sbt-dlqfk-il");
+    char *igroup = sbt_unique_name("sbt-dlqfk-ilg");
     char *dlq_topic = dup_fmt(topic, ".dlq");
     /* The consumer creates <topic>.dlq and <topic>.retry; the dlq tool's group is
      * <group>.dlq-replay. */
@@ -773,11 +1094,18 @@ int main(void)
     cl.topics[cl.nt++] = dup_fmt(topic, ".retry");
     cl.topics[cl.nt++] = import_topic;
     cl.topics[cl.nt++] = seek_topic;
+    cl.topics[cl.nt++] = itopic;
+    cl.topics[cl.nt++] = dup_fmt(itopic, ".dlq");
+    cl.topics[cl.nt++] = dup_fmt(itopic, ".retry");
     cl.groups[cl.ng++] = group;
     cl.groups[cl.ng++] = dup_fmt(group, ".dlq-replay");
+    cl.groups[cl.ng++] = igroup;
+    cl.groups[cl.ng++] = dup_fmt(igroup, ".dlq-replay");
     char *run = sbt_unique_name("seek");
     char *ledger = track_file(sbt_unique_name("/tmp/sbt-dlqfk-ledger"));
     char *ledger2 = track_file(sbt_unique_name("/tmp/sbt-dlqfk-ledger2"));
+    char *ledger3 = track_file(sbt_unique_name("/tmp/sbt-dlqfk-ledger3"));
+    char *ledger4 = track_file(sbt_unique_name("/tmp/sbt-dlqfk-ledger4"));
     char *log = track_file(sbt_unique_name("/tmp/sbt-dlqfk-log"));
     char *exp1 = track_file(sbt_unique_name("/tmp/sbt-dlqfk-exp1"));
     char *exp2 = track_file(sbt_unique_name("/tmp/sbt-dlqfk-exp2"));
@@ -786,6 +1114,8 @@ int main(void)
     SBT_CHECK(sbt_kafka_create_topic(brokers, topic, 2, 30000) == 0);
     SBT_CHECK(sbt_kafka_create_topic(brokers, import_topic, 2, 30000) == 0);
     SBT_CHECK(sbt_kafka_create_topic(brokers, seek_topic, 1, 30000) == 0);
+    SBT_CHECK(sbt_kafka_create_topic(brokers, itopic, 1, 30000) == 0);
+    SBT_CHECK(sbt_kafka_create_topic(brokers, cl.topics[cl.nt - 2], 1, 30000) == 0);
 
     kt_events_t ev[4];
     kt_events_make(&ev[0], 4, 3, "Order.Created");
@@ -794,6 +1124,7 @@ int main(void)
     kt_events_make(&ev[3], 2, 3, "Payment.Refunded");
     char *cfg = track_file(kt_config(brokers, topic, group, ledger, NULL, HANDLERS, NULL));
     char *cfg_ok = track_file(kt_config(brokers, topic, group, ledger2, NULL, NULL, NULL));
+    char *cfg_il = track_file(kt_config(brokers, itopic, igroup, ledger3, NULL, NULL, NULL));
 
     /* 1. Two batches of dead letters from a real consumer, T_MID between them. */
     cl.pids[0] = kt_run(cfg, log);
@@ -815,12 +1146,15 @@ int main(void)
 
     /* 2. Filters. */
     check_filters(cfg, ev, t_mid);
+    check_admin_type(topic, group, ledger4, log, ev);
     /* 3. The time seek. */
     check_seek(cfg, seek_topic, run);
     /* 4. Export, import, export. */
     check_export_import(cfg, import_topic, exp1, exp2);
     /* 5. An interrupted replay resumes without loss or duplicates. */
     check_interrupted_replay(cfg_ok, dlq_topic, group, ev, ledger2, log);
+    /* 6. Filtered replay and purge where types interleave in one partition. */
+    check_interleaved(cfg_il, itopic, igroup, ledger3, log, run);
 
     for (int i = 0; i < 4; i++)
         kt_events_free(&ev[i]);

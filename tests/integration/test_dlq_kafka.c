@@ -6,8 +6,15 @@
  *  - with the consumer restarted on a config whose handler succeeds, replay --limit 4
  *    replays 4 (record ledger) and stats counts 6; a second replay resumes there and
  *    replays the other 6 without re-sending the first 4: in the ledger every id appears
- *    exactly once, and stats counts 0.
- * The topics are deleted at the end. */
+ *    exactly once, and stats counts 0;
+ *  - the done set's bound: on a topic of 4400 dead letters whose two types alternate in one
+ *    partition, purge --type A must record each moved A in the replay group's offset
+ *    metadata (4096 bytes): it stops before the first A it could not record, exits 1 and
+ *    says why; every A it reported purged is gone and nothing else is; purge --type B then
+ *    moves the offset over them and purge --type A finishes the rest;
+ *  - reads apply the metadata, ignore it when it names another offset or is not ours, and
+ *    refuse (exit 1, saying why) an unknown version or damaged ranges.
+ * The topics and the replay group are deleted at the end. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +33,8 @@ enum { N = 10 };
 static const char *FAIL_REJECT = "  - name: broken\n    module: fail\n    bind: [\"#\"]\n"
                                  "    config: {outcome: reject, reason: \"broken\"}\n";
 
+static const char *err_path; /* when set, dlq() writes stderr there */
+
 /* `switchboard dlq -c cfg args...` with stdout to out_path; the exit status. */
 static int dlq(const char *cfg, const char *out_path, const char *const *args)
 {
@@ -42,7 +51,8 @@ static int dlq(const char *cfg, const char *out_path, const char *const *args)
         for (size_t i = 0; args[i] && n < 31; i++)
             argv[n++] = args[i];
         argv[n] = NULL;
-        if (out_path && !freopen(out_path, "w", stdout))
+        if ((out_path && !freopen(out_path, "w", stdout)) ||
+            (err_path && !freopen(err_path, "w", stderr)))
             _exit(127);
         execv(SB_BIN, (char *const *)argv);
         _exit(127);
@@ -84,6 +94,245 @@ static void delete_topics(const char *brokers, const char *const *names, size_t 
     if (ev)
         rd_kafka_event_destroy(ev);
     rd_kafka_DeleteTopic_destroy_array(dt, n);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+}
+
+/* ---- the done set's bound ----------------------------------------------------------------- */
+
+enum { NO = 4400 };
+
+/* "N <word>" in the summary line of err_path ("12 purged"), or -1. */
+static long summary_count(const char *word)
+{
+    FILE *f = fopen(err_path, "r");
+    char line[2048], pat[64];
+    long n = -1;
+    snprintf(pat, sizeof pat, " %s", word);
+    while (f && fgets(line, sizeof line, f)) {
+        char *w = strncmp(line, "switchboard dlq ", 16) == 0 ? strstr(line, pat) : NULL;
+        if (!w)
+            continue;
+        char *p = w;
+        while (p > line && p[-1] >= '0' && p[-1] <= '9')
+            p--;
+        if (p < w)
+            n = strtol(p, NULL, 10);
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static void dump_err(void)
+{
+    FILE *f = fopen(err_path, "r");
+    char line[2048];
+    fprintf(stderr, "---- stderr of switchboard dlq\n");
+    while (f && fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    if (f)
+        fclose(f);
+}
+
+/* stats --json --queue topic: the total, and the count of `type` in *of_type. */
+static long stats_of(const char *cfg, const char *out, const char *topic, const char *type,
+                     long *of_type)
+{
+    int rc = dlq(cfg, out, (const char *[]){"stats", "--json", "--queue", topic, NULL});
+    if (rc != 0)
+        dump_err();
+    SBT_CHECK_MSG(rc == 0, "dlq stats exited %d", rc);
+    json_t *j = json_load_file(out, 0, NULL);
+    SBT_CHECK(j != NULL);
+    long total = (long)json_integer_value(json_object_get(j, "total"));
+    *of_type = (long)json_integer_value(json_object_get(json_object_get(j, "by_type"), type));
+    json_decref(j);
+    return total;
+}
+
+/* The replay group's committed offset on partition 0 of topic, and its metadata's size. */
+static int64_t committed_of(const char *brokers, const char *group, const char *topic,
+                            size_t *md_size)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    SBT_CHECK_MSG(rk != NULL, "consumer: %s", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, 0);
+    SBT_CHECK(rd_kafka_committed(rk, l, 10000) == 0 && !l->elems[0].err);
+    int64_t off = l->elems[0].offset;
+    *md_size = l->elems[0].metadata_size;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return off;
+}
+
+static void check_metadata_bound(const char *brokers, const char *cfg, const char *out,
+                                 const char *otopic, const char *replay_group)
+{
+    /* Offsets 0, 2, 4, ...: Overflow.A; 1, 3, 5, ...: Overflow.B. */
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+    rd_kafka_conf_set(conf, "enable.idempotence", "true", err, sizeof err);
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    SBT_CHECK_MSG(rk != NULL, "producer: %s", err);
+    for (int i = 0; i < NO; i++) {
+        const char *type = i % 2 ? "Overflow.B" : "Overflow.A";
+        char body[128];
+        snprintf(body, sizeof body, "{\"Id\":\"ov-%d\",\"EventType\":\"%s\"}", i, type);
+        rd_kafka_headers_t *hs = rd_kafka_headers_new(3);
+        rd_kafka_header_add(hs, "event-type", -1, type, -1);
+        rd_kafka_header_add(hs, "x-sb-reason", -1, "rejected", -1);
+        rd_kafka_header_add(hs, "x-sb-failed-at", -1, "2026-03-01T12:00:00Z", -1);
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(otopic), RD_KAFKA_V_PARTITION(0),
+            RD_KAFKA_V_VALUE(body, strlen(body)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADERS(hs), RD_KAFKA_V_END);
+        SBT_CHECK_MSG(e == 0, "produce: %s", rd_kafka_err2str(e));
+    }
+    SBT_CHECK(rd_kafka_flush(rk, 60000) == 0);
+    rd_kafka_destroy(rk);
+    long a = 0, total = stats_of(cfg, out, otopic, "Overflow.A", &a);
+    SBT_CHECK_MSG(total == NO && a == NO / 2, "stats: %ld, %ld of type A", total, a);
+
+    /* Every A moved past a kept B is one more range: the run stops when they fill the
+     * metadata, BEFORE the A it could not record. */
+    int rc =
+        dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--type", "Overflow.A", NULL});
+    long purged = summary_count("purged");
+    if (rc != 1 || !kt_grep(err_path, "stopped before offset") ||
+        !kt_grep(err_path, "broader filter"))
+        dump_err();
+    SBT_CHECK_MSG(rc == 1, "purge --type A (too many to record) exited %d", rc);
+    SBT_CHECK(kt_grep(err_path, "stopped before offset") == 1);
+    SBT_CHECK(kt_grep(err_path, "Nothing was lost or sent twice") == 1);
+    SBT_CHECK(kt_grep(err_path, "broader filter") == 1);
+    SBT_CHECK_MSG(purged > 1500 && purged < NO / 2, "purge --type A: %ld purged", purged);
+    size_t md = 0;
+    int64_t off = committed_of(brokers, replay_group, otopic, &md);
+    SBT_CHECK_MSG(off == 1 && md > 3900 && md <= 4096, "committed %lld with %zu bytes of metadata",
+                  (long long)off, md);
+    /* What it reported purged is gone, nothing else is. */
+    total = stats_of(cfg, out, otopic, "Overflow.A", &a);
+    SBT_CHECK_MSG(total == NO - purged && a == NO / 2 - purged,
+                  "after purging %ld: %ld left, %ld of type A", purged, total, a);
+    /* A second run stops at once: the set is still full. */
+    rc = dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--type", "Overflow.A", NULL});
+    SBT_CHECK_MSG(rc == 1 && summary_count("purged") == 0, "second purge --type A: %d, %ld purged",
+                  rc, summary_count("purged"));
+    printf(
+        "ok: purge --type A stopped after %ld (metadata %zu bytes): exit 1, nothing else moved\n",
+        purged, md);
+
+    /* Moving the Bs advances the offset over the recorded As and frees the set. */
+    rc = dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--type", "Overflow.B", NULL});
+    if (rc != 0)
+        dump_err();
+    SBT_CHECK_MSG(rc == 0 && summary_count("purged") == NO / 2, "purge --type B: %d, %ld purged",
+                  rc, summary_count("purged"));
+    total = stats_of(cfg, out, otopic, "Overflow.A", &a);
+    SBT_CHECK_MSG(total == NO / 2 - purged && a == total, "after purging B: %ld left, %ld A", total,
+                  a);
+    rc = dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--type", "Overflow.A", NULL});
+    if (rc != 0)
+        dump_err();
+    SBT_CHECK_MSG(rc == 0 && summary_count("purged") == NO / 2 - purged,
+                  "last purge --type A: %d, %ld purged", rc, summary_count("purged"));
+    total = stats_of(cfg, out, otopic, "Overflow.A", &a);
+    SBT_CHECK(total == 0);
+    off = committed_of(brokers, replay_group, otopic, &md);
+    SBT_CHECK_MSG(off == NO && md == 0, "committed %lld with %zu bytes of metadata", (long long)off,
+                  md);
+    printf("ok: purge --type B, then --type A: 0 left, offset %d, no metadata\n", NO);
+}
+
+/* Commits offset with metadata md for the replay group on partition 0 of topic. */
+static void commit_with(const char *brokers, const char *group, const char *topic, int64_t offset,
+                        const char *md)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    SBT_CHECK_MSG(rk != NULL, "consumer: %s", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(l, topic, 0);
+    e->offset = offset;
+    if (md) {
+        e->metadata = strdup(md);
+        e->metadata_size = strlen(md);
+    }
+    rd_kafka_resp_err_t rc = rd_kafka_commit(rk, l, 0);
+    SBT_CHECK_MSG(rc == 0 && !l->elems[0].err, "commit: %s", rd_kafka_err2str(rc));
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+}
+
+/* How reads treat the replay group's metadata (on the emptied overflow topic of NO records):
+ * ours is applied; ours for another offset (a reset group) and foreign text are ignored; an
+ * unknown version or damaged ranges make every verb refuse, naming the problem. */
+static void check_metadata_read(const char *brokers, const char *cfg, const char *out,
+                                const char *otopic, const char *group)
+{
+    long a = 0;
+    /* 4398 is "3e6" in base 36: the set {4399} leaves only 4398. */
+    commit_with(brokers, group, otopic, NO - 2, "sbdlq1:3e6:1");
+    SBT_CHECK(stats_of(cfg, out, otopic, "Overflow.A", &a) == 1 && a == 1);
+    commit_with(brokers, group, otopic, NO - 2, "sbdlq1:3e5:1"); /* for offset 4397 */
+    SBT_CHECK(stats_of(cfg, out, otopic, "Overflow.A", &a) == 2);
+    commit_with(brokers, group, otopic, NO - 2, "written by another tool");
+    SBT_CHECK(stats_of(cfg, out, otopic, "Overflow.A", &a) == 2);
+    static const struct {
+        const char *md, *says;
+    } bad[] = {
+        {"sbdlq2:3e6:1", "has a format this switchboard does not know"},
+        {"sbdlq1:3e6:1,,2", "is damaged"},
+        {"sbdlq1:3e6:0", "is damaged"},
+        {"sbdlq1:3e6:1+", "is damaged"},
+        {"sbdlq1:3e6:zzzzzzzzzzzzzzzz", "is damaged"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        commit_with(brokers, group, otopic, NO - 2, bad[i].md);
+        int rc = dlq(cfg, out, (const char *[]){"list", "--queue", otopic, NULL});
+        if (rc != 1 || kt_grep(err_path, bad[i].says) != 1)
+            dump_err();
+        SBT_CHECK_MSG(rc == 1 && kt_grep(err_path, bad[i].says) == 1, "metadata \"%s\": list %d",
+                      bad[i].md, rc);
+        rc = dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--all", NULL});
+        SBT_CHECK_MSG(rc == 1, "metadata \"%s\": purge %d", bad[i].md, rc);
+    }
+    commit_with(brokers, group, otopic, NO, NULL);
+    printf("ok: the replay group's metadata: applied, ignored when another offset's or "
+           "foreign, refused when unknown or damaged\n");
+}
+
+static void delete_groups(const char *brokers, const char *const *names, size_t n)
+{
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk)
+        return;
+    rd_kafka_DeleteGroup_t *dg[4];
+    for (size_t i = 0; i < n; i++)
+        dg[i] = rd_kafka_DeleteGroup_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteGroups(rk, dg, n, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_DeleteGroup_destroy_array(dg, n);
     rd_kafka_queue_destroy(q);
     rd_kafka_destroy(rk);
 }
@@ -150,10 +399,25 @@ int main(void)
     SBT_CHECK(sbt_stop(p, SIGTERM, 30000) == 0);
     printf("ok: replay --limit 4 then a resumed replay: each of %d ids exactly once\n", N);
 
+    /* 4. The done set's bound (its own one-partition DLQ topic). */
+    char *otopic = sbt_unique_name("sbt-dlqk-ov");
+    char *errf = sbt_unique_name("/tmp/sbt-dlqk-err");
+    char *replay_group = malloc(strlen(group) + 16);
+    sprintf(replay_group, "%s.dlq-replay", group);
+    err_path = errf;
+    SBT_CHECK(sbt_kafka_create_topic(brokers, otopic, 1, 30000) == 0);
+    check_metadata_bound(brokers, cfg2, out, otopic, replay_group);
+    check_metadata_read(brokers, cfg2, out, otopic, replay_group);
+
     char *dlqt = malloc(strlen(topic) + 8), *retryt = malloc(strlen(topic) + 8);
     sprintf(dlqt, "%s.dlq", topic);
     sprintf(retryt, "%s.retry", topic);
-    delete_topics(brokers, (const char *const[]){topic, dlqt, retryt}, 3);
+    delete_topics(brokers, (const char *const[]){topic, dlqt, retryt, otopic}, 4);
+    delete_groups(brokers, (const char *const[]){group, replay_group}, 2);
+    unlink(errf);
+    free(errf);
+    free(otopic);
+    free(replay_group);
     kt_events_free(&ev);
     unlink(ledger);
     unlink(ledger2);

@@ -16,6 +16,8 @@
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "dlq_record.h"
+#include "envelope.h"
+#include "event.h"
 
 /* to_json -> from_json -> to_json gives the same bytes; returns the line (sb_free). */
 static char *roundtrip(const sb__dlq_record_t *r)
@@ -557,7 +559,8 @@ static void test_accessors(void **state)
                      SB_EOK);
     assert_string_equal(sb__dlq_record_event_type(r, &len), "Order.Placed");
 
-    /* Event id: message_id property, else message-id header, else ce_id, else body Id. */
+    /* Event id (the consumer's order; test_event_id_matches_consumer has the rest): the
+     * body's Id, decoded; one that does not fit buf counts as absent; a number as written. */
     char buf[64];
     assert_null(sb__dlq_record_event_id(r, &len, buf, sizeof buf));
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, "{\"Id\":\"a\\u0062c\",\"x\":1}", 23),
@@ -571,12 +574,21 @@ static void test_accessors(void **state)
     assert_memory_equal(id, "42", 2);
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, "not json", 8), SB_EOK);
     assert_null(sb__dlq_record_event_id(r, &len, buf, sizeof buf));
-    assert_int_equal(sb__dlq_list_add_bytes(h, "ce_id", 'S', "ce-1", 4), SB_EOK);
-    assert_string_equal(sb__dlq_record_event_id(r, &len, buf, sizeof buf), "ce-1");
+    /* The consumer refuses a body that is no object: the message-id header, then the
+     * message_id property still name it. */
     assert_int_equal(sb__dlq_list_add_bytes(h, "message-id", 'S', "hdr-1", 5), SB_EOK);
     assert_string_equal(sb__dlq_record_event_id(r, &len, buf, sizeof buf), "hdr-1");
     assert_int_equal(sb__dlq_record_set(r, SB__DLQ_MESSAGE_ID, "prop-1", 6), SB_EOK);
     assert_string_equal(sb__dlq_record_event_id(r, &len, buf, sizeof buf), "prop-1");
+    /* The body's Id comes before the message_id property and the message-id header. */
+    assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, "{\"x\":1}", 7), SB_EOK);
+    id = sb__dlq_record_event_id(r, &len, buf, sizeof buf);
+    assert_non_null(id);
+    assert_string_equal(id, "prop-1");
+    assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, "{\"Id\":\"body-1\"}", 15), SB_EOK);
+    id = sb__dlq_record_event_id(r, &len, buf, sizeof buf);
+    assert_int_equal(len, 6);
+    assert_memory_equal(id, "body-1", 6);
     sb__dlq_record_destroy(r);
 
     /* Kafka: event-type, else ce_type; attempts as text. */
@@ -613,6 +625,204 @@ static void test_accessors(void **state)
     assert_int_equal(sb__dlq_list_add_bytes(h, "x-sb-failed-at", 'S', "yesterday", 9), SB_EOK);
     assert_false(sb__dlq_record_failed_at_us(r, &at));
     sb__dlq_record_destroy(r);
+}
+
+/* ---- the event id is the consumer's ------------------------------------------------------ */
+
+typedef struct id_case {
+    const char *what;
+    sb__dlq_transport_t tx;
+    const char *content_type; /* AMQP property */
+    const char *message_id;   /* AMQP property */
+    const char *headers[10];  /* name, value, ...; NULL-terminated */
+    const char *body;
+    const char *want;     /* the record's id; NULL: none */
+    bool consumer_agrees; /* the consumer decodes it, with this id (else it refuses it) */
+} id_case_t;
+
+static const id_case_t ID_CASES[] = {
+    {"body Id first",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {"message-id", "hdr-1", NULL},
+     "{\"id\":\"lower-1\",\"Id\":\"upper-1\"}",
+     "upper-1",
+     true},
+    {"then body id",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {NULL},
+     "{\"id\":\"lower-1\"}",
+     "lower-1",
+     true},
+    {"a null Id is absent",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     NULL,
+     {NULL},
+     "{\"Id\":null,\"id\":\"l-2\"}",
+     "l-2",
+     true},
+    {"then AMQP message_id",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {"message-id", "hdr-1", NULL},
+     "{\"x\":1}",
+     "prop-1",
+     true},
+    {"escaped Id decoded",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {NULL},
+     "{\"Id\":\"a\\u00e9\\\"b\"}",
+     "a\xc3\xa9\"b",
+     true},
+    /* Kafka has no message-id property, and the consumer ignores a message-id header: the
+     * id is the body's SHA-256 (intake.id_strategy: hash). */
+    {"Kafka: message-id header ignored",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {"message-id", "hdr-1", "event-type", "T", NULL},
+     "{\"x\":1}",
+     "5041bf1f713df204784353e82f6a4a535931cb64f1f4b4a5aeaffcb720918b22",
+     true},
+    {"CloudEvents binary (Kafka ce_id) before the body",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {"ce_specversion", "1.0", "ce_id", "ce-1", "ce_source", "/s", "ce_type", "T", NULL},
+     "{\"Id\":\"body-1\"}",
+     "ce-1",
+     true},
+    {"CloudEvents binary (AMQP cloudEvents:id)",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {"cloudEvents:specversion", "1.0", "cloudEvents:id", "ce-2", "cloudEvents:source", "/s",
+      "cloudEvents:type", "T"},
+     "{\"Id\":\"body-1\"}",
+     "ce-2",
+     true},
+    {"CloudEvents binary without an id",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {"ce_specversion", "1.0", "ce_source", "/s", "ce_type", "T", NULL},
+     "{\"Id\":\"body-1\"}",
+     NULL,
+     false},
+    {"CloudEvents structured (property)",
+     SB__DLQ_TX_AMQP,
+     "application/cloudevents+json; charset=utf-8",
+     "prop-1",
+     {NULL},
+     "{\"specversion\":\"1.0\",\"id\":\"s-1\",\"Id\":\"x\",\"source\":\"/s\",\"type\":\"T\"}",
+     "s-1",
+     true},
+    {"CloudEvents structured (Kafka header)",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {"content-type", "application/cloudevents+json", "ce_id", "hdr", NULL},
+     "{\"specversion\":\"1.0\",\"id\":\"s-2\",\"source\":\"/s\",\"type\":\"T\"}",
+     "s-2",
+     true},
+    /* The consumer refuses these (no id it could log); the tool still names what it can. */
+    {"a numeric Id as written",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {NULL},
+     "{\"Id\":42}",
+     "42",
+     false},
+    {"not JSON: the property",
+     SB__DLQ_TX_AMQP,
+     NULL,
+     "prop-1",
+     {"message-id", "hdr-1", NULL},
+     "not json",
+     "prop-1",
+     false},
+    {"not an object: the header",
+     SB__DLQ_TX_KAFKA,
+     NULL,
+     NULL,
+     {"message-id", "hdr-1", NULL},
+     "[1]",
+     "hdr-1",
+     false},
+    {"not JSON, nothing else", SB__DLQ_TX_KAFKA, NULL, NULL, {NULL}, "not json", NULL, false},
+};
+
+static void test_event_id_matches_consumer(void **state)
+{
+    (void)state;
+    for (size_t c = 0; c < sizeof ID_CASES / sizeof ID_CASES[0]; c++) {
+        const id_case_t *k = &ID_CASES[c];
+        sb__dlq_record_t *r = new_record();
+        sb__dlq_record_set_transport(r, k->tx);
+        char ht = k->tx == SB__DLQ_TX_KAFKA ? 'K' : 'S';
+        sb__header_t hs[5];
+        size_t nh = 0;
+        for (size_t i = 0; k->headers[i]; i += 2) {
+            const char *n = k->headers[i], *v = k->headers[i + 1];
+            assert_int_equal(sb__dlq_list_add_bytes(sb__dlq_record_headers(r), n, ht, v, strlen(v)),
+                             SB_EOK);
+            hs[nh++] = (sb__header_t){n, v, (uint32_t)strlen(n), (uint32_t)strlen(v)};
+        }
+        if (k->content_type)
+            assert_int_equal(sb__dlq_record_set(r, SB__DLQ_CONTENT_TYPE, k->content_type,
+                                                strlen(k->content_type)),
+                             SB_EOK);
+        if (k->message_id)
+            assert_int_equal(
+                sb__dlq_record_set(r, SB__DLQ_MESSAGE_ID, k->message_id, strlen(k->message_id)),
+                SB_EOK);
+        assert_int_equal(sb__dlq_record_set(r, SB__DLQ_BODY, k->body, strlen(k->body)), SB_EOK);
+        char buf[128];
+        size_t len = 0;
+        const char *id = sb__dlq_record_event_id(r, &len, buf, sizeof buf);
+        if (!k->want) {
+            if (id)
+                fail_msg("%s: id \"%.*s\", want none", k->what, (int)len, id);
+        } else if (!id || len != strlen(k->want) || memcmp(id, k->want, len)) {
+            fail_msg("%s: id \"%.*s\", want \"%s\"", k->what, id ? (int)len : 6, id ? id : "(none)",
+                     k->want);
+        }
+        /* What the consumer decodes from the same message (as the transports fill it). */
+        sb__intake_msg_t m = {
+            .body = k->body, .body_len = strlen(k->body), .headers = hs, .n_headers = nh};
+        if (k->tx == SB__DLQ_TX_AMQP) {
+            m.routing_key = "T";
+            m.content_type = k->content_type;
+            m.message_id = k->message_id;
+        } else {
+            m.topic = "T";
+        }
+        sb__envelope_opts_t o = {.id_hash = true};
+        sb_event_t ev;
+        sb__event_init(&ev);
+        int rc = sb__envelope_decode(&o, &m, &ev);
+        if (k->consumer_agrees) {
+            if (rc != SB_EOK)
+                fail_msg("%s: the consumer refused it: %s", k->what, ev.error);
+            if (ev.id_len != len || memcmp(ev.id, id, len))
+                fail_msg("%s: consumer id \"%s\", dlq id \"%.*s\"", k->what, ev.id, (int)len, id);
+        } else if (rc == SB_EOK) {
+            fail_msg("%s: the consumer decoded it (id \"%s\")", k->what, ev.id);
+        }
+        sb__event_reset(&ev);
+        /* A hashed id needs 65 bytes of buf. */
+        if (k->want && strlen(k->want) == 64)
+            assert_null(sb__dlq_record_event_id(r, &len, buf, 64));
+        sb__dlq_record_destroy(r);
+    }
 }
 
 static void test_prepare_replay(void **state)
@@ -753,6 +963,7 @@ int main(void)
         cmocka_unit_test(test_bad_lines),
         cmocka_unit_test(test_list_api),
         cmocka_unit_test(test_accessors),
+        cmocka_unit_test(test_event_id_matches_consumer),
         cmocka_unit_test(test_prepare_replay),
         cmocka_unit_test(test_alloc_failures),
     };
