@@ -1575,11 +1575,11 @@ const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char
 {
     /* The consumer's order (envelope.c): a structured CloudEvent's "id"; else a binary-mode
      * one's id header; else, in a body that is a JSON object, its "Id", its "id", the AMQP
-     * message_id property (the Kafka transport has none; it ignores a message-id header)
-     * and a SHA-256 of the body (intake.id_strategy: hash; without it the consumer refused
-     * the message, and the hash still names it). Beyond the consumer: a numeric Id or id as
-     * written, and for a body that is no JSON object the message_id property or a message-id
-     * header (the consumer refused those). */
+     * message_id property (on Kafka: the message-id header, up to 256 bytes) and a SHA-256 of the
+     * body (intake.id_strategy: hash; without it the consumer refused the message, and the hash
+     * still names it). Beyond the consumer: a numeric Id or id as written, and for a body that is
+     * no JSON object the message_id property or a message-id header (the consumer refused those).
+     */
     size_t n = 0;
     const char *s = NULL;
     const char *ct = NULL;
@@ -1620,6 +1620,11 @@ const char *sb__dlq_record_event_id(const sb__dlq_record_t *r, size_t *len, char
             r->str[SB__DLQ_MESSAGE_ID].len) {
             s = r->str[SB__DLQ_MESSAGE_ID].p;
             n = r->str[SB__DLQ_MESSAGE_ID].len;
+        } else if (f == 0 && r->transport == SB__DLQ_TX_KAFKA) {
+            size_t hn = 0;
+            const char *h = sb__dlq_record_header_str(r, "message-id", &hn);
+            if (h && hn && hn <= 256 && !memchr(h, '\0', hn))
+                s = h, n = hn;
         }
         if (!s) {
             unsigned char md[32];

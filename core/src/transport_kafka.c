@@ -444,7 +444,15 @@ static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
     size_t nh = 0;
     if (rd_kafka_message_headers(rkm, &hs) == RD_KAFKA_RESP_ERR_NO_ERROR && hs)
         nh = rd_kafka_header_cnt(hs);
-    kmsg_t *m = sb_malloc(sizeof *m + nh * sizeof(sb__header_t));
+    /* The message-id header (what switchboard and many producers set) is the id intake
+     * falls back to when the body has none, as AMQP's message_id property: kept as a C
+     * string after the headers. */
+    const void *mid = NULL;
+    size_t mid_len = 0;
+    if (hs && (rd_kafka_header_get_last(hs, "message-id", &mid, &mid_len) != 0 || !mid ||
+               mid_len == 0 || mid_len > 256 || memchr(mid, '\0', mid_len)))
+        mid = NULL, mid_len = 0;
+    kmsg_t *m = sb_malloc(sizeof *m + nh * sizeof(sb__header_t) + (mid ? mid_len + 1 : 0));
     if (!m) {
         /* Not tracked: the offset is never stored past it, a restart re-reads it. */
         sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory receiving %s [%" PRId32 "] @%" PRId64,
@@ -478,6 +486,12 @@ static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
     d->msg.topic = kp->base_topic;
     d->msg.headers = m->hdrs;
     d->msg.n_headers = nh;
+    if (mid) {
+        char *id = (char *)&m->hdrs[nh];
+        memcpy(id, mid, mid_len);
+        id[mid_len] = '\0';
+        d->msg.message_id = id;
+    }
     d->attempt = made < 999999999u ? (unsigned)made + 1 : 999999999u;
     d->source = kp->topic;
     d->partition = rkm->partition;
