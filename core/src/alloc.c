@@ -87,6 +87,10 @@ void *sb_calloc(size_t n, size_t size)
     if (size && n > SIZE_MAX / size)
         return NULL;
     size_t total = n * size;
+    /* libc's calloc leaves fresh pages of a large block untouched (they are zero already),
+     * so a big array costs memory only where it is used (the dispatcher's slots). */
+    if (sb_malloc_hook == malloc)
+        return counted(calloc(1, total > 0 ? total : 1));
     void *p = counted(sb_malloc_hook(total > 0 ? total : 1));
     if (p)
         memset(p, 0, total);

@@ -104,6 +104,7 @@ struct sb__dispatcher {
     char *consumer, *group, *prefix;
     sb__slot_t *slots;
     sb__slot_t *free_slots;
+    unsigned n_fresh; /* slots[0..n_fresh) were ever used (initialised); the rest untouched */
     size_t inflight;
     bool paused;   /* we paused the transport for lack of slots */
     bool stopping; /* shutdown: intake stopped */
@@ -119,12 +120,20 @@ static void handle_outcome(sb__hstate_t *hs, sb_outcome_t out);
 
 /* ---- slots -------------------------------------------------------------------------------- */
 
+/* Slots are initialised on first use: the array is calloc'd (untouched pages cost no
+ * memory), so a consumer whose prefetch is below max_inflight never pays for the rest. */
 static sb__slot_t *slot_get(sb__dispatcher_t *dp)
 {
     sb__slot_t *s = dp->free_slots;
-    if (!s)
+    if (s) {
+        dp->free_slots = s->next_free;
+    } else if (dp->n_fresh < dp->o.max_inflight) {
+        s = &dp->slots[dp->n_fresh++];
+        s->dp = dp;
+        sb__event_init(&s->ev);
+    } else {
         return NULL;
-    dp->free_slots = s->next_free;
+    }
     s->in_use = true;
     s->active = s->advancing = s->again = false;
     s->n_hs = s->next_hs = 0;
@@ -644,7 +653,7 @@ static void renew_tick(sb__timer_t *t, void *arg)
     sb__dispatcher_t *dp = arg;
     uint64_t now = sb__datetime_now_us();
     bool waiting = false;
-    for (unsigned i = 0; i < dp->o.max_inflight; i++) {
+    for (unsigned i = 0; i < dp->n_fresh; i++) {
         sb__slot_t *s = &dp->slots[i];
         if (!s->in_use || !s->next_hs)
             continue;
@@ -987,13 +996,6 @@ int sb__dispatcher_new(sb__runtime_t *rt, sb__intake_t *intake, sb__transport_t 
     dp->slots = sb_calloc(dp->o.max_inflight, sizeof *dp->slots);
     if (!dp->slots)
         goto nomem;
-    for (unsigned i = dp->o.max_inflight; i-- > 0;) {
-        sb__slot_t *s = &dp->slots[i];
-        s->dp = dp;
-        sb__event_init(&s->ev);
-        s->next_free = dp->free_slots;
-        dp->free_slots = s;
-    }
     if (store && !(dp->renew = sb__runtime_timer_new(rt, renew_tick, dp)))
         goto nomem;
     if (sb__runtime_add_participant(rt, &participant, dp) != SB_EOK)
@@ -1014,7 +1016,7 @@ void sb__dispatcher_destroy(sb__dispatcher_t *dp)
     if (!dp)
         return;
     if (dp->slots) {
-        for (unsigned i = 0; i < dp->o.max_inflight; i++) {
+        for (unsigned i = 0; i < dp->n_fresh; i++) {
             sb__slot_t *s = &dp->slots[i];
             for (unsigned k = 0; s->in_use && k < s->n_hs; k++)
                 hs_cleanup(&s->hs[k]);
