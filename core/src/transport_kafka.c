@@ -38,18 +38,15 @@
  *    that). watch_fetcher() therefore wakes the fetcher (kafka_waker.h) when a queue that
  *    came near its bound drained to 30%; with that, a small bound costs nothing (measured
  *    on 1,000,000 events: 4 MiB + 10,000 messages, 28 MB max RSS, at the raw client's rate).
- *  - retry_later: "topic" produces a copy to <topic><retry_topic_suffix> with the original
- *    key, value and headers plus x-sb-attempts and x-sb-due-at (epoch ms); the consumer is
- *    subscribed to those topics too and holds a retry partition (paused, with a timer) until
- *    its head is due, which keeps the retry topic's order (Spring Kafka's approach, with one
- *    retry topic per topic: a longer delay at the head delays the shorter ones behind it).
+ *  - retry_later: "topic" produces a copy to <topic><retry_topic_suffix> carrying its due time
+ *    (kafka_produce.c); the consumer is subscribed to those topics too and holds a retry
+ *    partition (paused, with a timer) until its head is due, which keeps the retry topic's
+ *    order (Spring Kafka's approach, with one retry topic per topic: a longer delay at the
+ *    head delays the shorter ones behind it).
  *    "in_place" keeps the message at its place, holds the partition for the delay and hands
  *    it over again with the next attempt number (order kept, partition blocked meanwhile).
  *    The mode is transport-wide: the dispatcher settles messages, not handlers, so a
  *    per-handler choice is not offered.
- *  - dead_letter produces to <topic><dlq_topic_suffix> through the idempotent producer
- *    (enable.idempotence, acks=all); the original counts as settled only once the delivery
- *    report succeeded. Follow-up events use the same producer.
  *  - Rebalances (eager or cooperative, rd_kafka_rebalance_protocol()): on revoke, queued
  *    messages of the revoked partitions are dropped and nothing more is handed over; the
  *    unassign waits (asynchronously, the loop keeps running) until their in-flight messages
@@ -60,9 +57,11 @@
  * Lag (sb__kafka_lag) is read at scrape time from librdkafka's cached high watermark and
  * our own positions, never with a broker round trip.
  *
- * Not here: decoding (intake), per-handler retry modes, rendering the lag metric, and
- * creating and configuring the librdkafka clients: their defaults, the embedded cluster, the
- * retry/DLQ topics and the subscription are kafka_client.c's. */
+ * Not here: decoding (intake), per-handler retry modes, rendering the lag metric, producing
+ * (retry copies, dead letters, follow-up events and their delivery reports are
+ * kafka_produce.c's; the private structs are in kafka_tx.h), and creating and configuring
+ * the librdkafka clients: their defaults, the embedded cluster, the retry/DLQ topics and the
+ * subscription are kafka_client.c's. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -83,6 +82,8 @@
 #include "errf.h"
 #include "kafka_client.h"
 #include "kafka_conf.h"
+#include "kafka_produce.h"
+#include "kafka_tx.h"
 #include "kafka_waker.h"
 #include "log.h"
 #include "transport_kafka.h"
@@ -91,95 +92,6 @@
 #define PUMP_BUDGET        4096 /* hand-overs per loop turn */
 #define KEY_WINDOW         256  /* messages scanned per partition for key concurrency */
 #define RELEASE_BACKOFF_MS 500  /* a released message waits this long before it is retried */
-#define CLOSE_FLUSH_MS     10000
-
-typedef enum kstate { K_QUEUED, K_INFLIGHT, K_DONE } kstate_t;
-
-typedef struct kafkatx kafkatx_t;
-typedef struct kpart kpart_t;
-
-typedef struct kmsg {
-    sb__delivery_t d; /* what the dispatcher sees; must be first */
-    rd_kafka_message_t *rkm;
-    kpart_t *kp;
-    struct kmsg *prev, *next; /* partition list (offset order), or the orphan list */
-    kstate_t state;
-    bool orphan;
-    uint64_t key_hash;
-    int64_t not_before; /* monotonic ms; 0: now */
-    sb__turn_t turn;    /* claim-ahead: may it run its handlers (transport.h) */
-    bool turn_released; /* its handlers finished: the next one may take its turn */
-    sb__header_t hdrs[];
-} kmsg_t;
-
-struct kpart {
-    kpart_t *next_all, *next_ready;
-    kafkatx_t *tx;
-    char *topic;      /* the topic consumed */
-    char *base_topic; /* without the retry suffix: intake's topic, DLQ and retry names */
-    int32_t partition;
-    bool is_retry, owned, revoking, in_ready, paused, dirty;
-    kmsg_t *head, *tail;
-    size_t n, n_queued, n_active;
-    int64_t next_fetch; /* offset after the last one received; -1: none yet */
-    int64_t store;      /* offset to store (the next one to consume) */
-    int64_t hold_until; /* monotonic ms the head waits for; 0: no hold */
-    struct event *hold;
-};
-
-typedef enum op_kind { OP_SETTLE, OP_PUBLISH } op_kind_t;
-
-/* A pending completion: a produce awaiting its delivery report, or a deferred callback. */
-typedef struct kop {
-    struct kop *next;
-    kafkatx_t *tx;
-    kmsg_t *m; /* OP_SETTLE: the original being settled */
-    op_kind_t kind;
-    sb__tx_done_cb cb;
-    void *arg;
-    int status;
-    const char *what; /* "retry", "dead-letter", "publish" (logs) */
-} kop_t;
-
-struct kafkatx {
-    sb__transport_t base; /* must be first */
-    struct event_base *evbase;
-    /* configuration */
-    char *brokers, *group, *client_id, *dlq_suffix, *retry_suffix, *publish_topic;
-    char **topics;
-    size_t n_topics;
-    bool key_mode, retry_in_place, create_topics, embedded;
-    size_t max_inflight, backlog;
-    uint64_t revoke_timeout_ms;
-    json_t *props;
-    /* clients */
-    rd_kafka_t *mock_host;
-    rd_kafka_mock_cluster_t *mock;
-    char *mock_bootstraps;
-    rd_kafka_t *consumer, *producer;
-    rd_kafka_queue_t *cq, *pq;
-    int wake[2];
-    struct event *wake_ev, *kick, *revoke_timer;
-    /* state */
-    bool started, stopped, sink_paused, in_pump, parked, closing, destroying, fetch_more;
-    bool fetch_capped; /* stopped taking from librdkafka at the local bound */
-    /* librdkafka's own queue bound (effective queued.min.messages and .kbytes), and the
-     * fetcher wake-up (kafka_waker.h): `fetch_full` once the queue neared a bound, so its
-     * fetcher may have stopped; a poke once it drained to half. */
-    sb__kafka_waker_t *waker;
-    int64_t q_min_msgs, q_max_bytes, last_poke_ms;
-    uint64_t avg_len; /* 16 x the running mean of a message's payload + key bytes */
-    bool fetch_full;
-    kpart_t *parts, *ready_head, *ready_tail;
-    size_t n_dispatched; /* held by the dispatcher */
-    /* claim-ahead (partition order with a store): up to `ahead` messages of a partition in
-     * flight, at most `ahead_total` of them waiting for their turn (n_waiting). */
-    size_t ahead, ahead_total, n_waiting;
-    kmsg_t *orphans;
-    kop_t *compl_head, *compl_tail;
-    rd_kafka_topic_partition_list_t *pending_revoke;
-    bool pending_lost, pending_coop;
-};
 
 static const sb__transport_ops_t kafka_ops;
 
@@ -221,17 +133,6 @@ static bool parse_u64(const char *v, size_t n, uint64_t *out)
     return true;
 }
 
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = sb_malloc(la + lb + 1);
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
-    return s;
-}
-
 static bool is_regex(const char *topic)
 {
     return topic[0] == '^';
@@ -241,16 +142,6 @@ static bool ends_with(const char *s, const char *suffix)
 {
     size_t ls = strlen(s), lx = strlen(suffix);
     return lx && ls > lx && !memcmp(s + ls - lx, suffix, lx);
-}
-
-static const sb__header_t *find_header(const kmsg_t *m, const char *name)
-{
-    size_t n = strlen(name);
-    const sb__header_t *found = NULL;
-    for (size_t i = 0; i < m->d.msg.n_headers; i++)
-        if (m->hdrs[i].name_len == n && !memcmp(m->hdrs[i].name, name, n))
-            found = &m->hdrs[i]; /* the last one wins, as Kafka clients read them */
-    return found;
 }
 
 /* ---- libevent scheduling ---------------------------------------------------------------- */
@@ -953,22 +844,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /* ---- the pump ------------------------------------------------------------------------------ */
 
-static void run_completions(kafkatx_t *tx)
-{
-    kop_t *c = tx->compl_head;
-    tx->compl_head = tx->compl_tail = NULL;
-    while (c) {
-        kop_t *next = c->next;
-        sb__tx_done_cb cb = c->cb;
-        void *arg = c->arg;
-        int status = c->status;
-        sb_free(c);
-        if (cb)
-            cb(arg, status);
-        c = next;
-    }
-}
-
 /* Local messages (queued, in flight, settled but not stored) of partitions not paused. */
 static size_t flowing_backlog(const kafkatx_t *tx)
 {
@@ -1044,9 +919,7 @@ static void service(kafkatx_t *tx)
 {
     if (tx->destroying)
         return;
-    if (tx->producer)
-        rd_kafka_poll(tx->producer, 0); /* delivery reports, logs */
-    run_completions(tx);
+    sb__kafka_produce_poll(tx); /* delivery reports, logs, deferred completions */
     tx->fetch_more = false;
     if (tx->consumer && !tx->closing) {
         /* Take from librdkafka only while the local backlog of the flowing partitions is
@@ -1099,7 +972,7 @@ static void on_hold(evutil_socket_t fd, short what, void *arg)
 /* ---- settlement ---------------------------------------------------------------------------- */
 
 /* The message is settled for good: it may count towards the stored prefix. */
-static void settle_done(kafkatx_t *tx, kmsg_t *m)
+void sb__kafka_settle_done(kafkatx_t *tx, kmsg_t *m)
 {
     if (m->orphan) {
         list_unlink(&tx->orphans, NULL, m);
@@ -1136,7 +1009,7 @@ static void tx_ack(sb__transport_t *t, sb__delivery_t *d)
 {
     kafkatx_t *tx = (kafkatx_t *)t;
     tx->n_dispatched--;
-    settle_done(tx, (kmsg_t *)d);
+    sb__kafka_settle_done(tx, (kmsg_t *)d);
 }
 
 static void tx_claim_ahead(sb__transport_t *t, size_t ahead, size_t total)
@@ -1168,215 +1041,20 @@ static void tx_release(sb__transport_t *t, sb__delivery_t *d)
     requeue(tx, (kmsg_t *)d, RELEASE_BACKOFF_MS);
 }
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
-{
-    kop_t *op = rkm->_private;
-    if (!op)
-        return;
-    kafkatx_t *tx = op->tx;
-    if (tx->destroying) {
-        sb_free(op);
-        return;
-    }
-    int status = SB_EOK;
-    if (rkm->err) {
-        status = SB_EIO;
-        sb__log(SB_LOG_WARN, NULL, "kafka: %s to %s failed: %s (%s)", op->what,
-                rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "?", rd_kafka_err2str(rkm->err),
-                rd_kafka_err2name(rkm->err));
-    }
-    if (op->kind == OP_SETTLE && status == SB_EOK) {
-        tx->n_dispatched--;
-        settle_done(tx, op->m);
-    }
-    sb__tx_done_cb cb = op->cb;
-    void *arg = op->arg;
-    sb_free(op);
-    if (cb)
-        cb(arg, status);
-}
-
-/* Headers a copy does not inherit: they are rewritten. */
-static bool rewritten(const sb__header_t *h, bool dead_letter)
-{
-    static const char *const retry_names[] = {"x-sb-attempts", "x-sb-due-at", NULL};
-    static const char *const dl_names[] = {"x-sb-attempts",
-                                           "x-sb-due-at",
-                                           "x-sb-reason",
-                                           "x-sb-error",
-                                           "x-sb-handler",
-                                           "x-sb-consumer",
-                                           "x-sb-failed-at",
-                                           "x-sb-original-topic",
-                                           "x-sb-original-partition",
-                                           "x-sb-original-offset",
-                                           NULL};
-    const char *const *names = dead_letter ? dl_names : retry_names;
-    for (size_t i = 0; names[i]; i++)
-        if (h->name_len == strlen(names[i]) && !memcmp(h->name, names[i], h->name_len))
-            return true;
-    return false;
-}
-
-static rd_kafka_headers_t *copy_headers(const kmsg_t *m, bool dead_letter, size_t extra)
-{
-    rd_kafka_headers_t *hs = rd_kafka_headers_new(m->d.msg.n_headers + extra);
-    if (!hs)
-        return NULL;
-    for (size_t i = 0; i < m->d.msg.n_headers; i++) {
-        const sb__header_t *h = &m->hdrs[i];
-        if (!rewritten(h, dead_letter))
-            rd_kafka_header_add(hs, h->name, (ssize_t)h->name_len, h->value, h->value_len);
-    }
-    return hs;
-}
-
-static void add_hdr(rd_kafka_headers_t *hs, const char *name, const char *value)
-{
-    rd_kafka_header_add(hs, name, -1, value, (ssize_t)strlen(value));
-}
-
-/* Adds the origin: kept from the message's x-sb-original-* headers when it is itself a
- * retry copy, else the message's own topic, partition and offset. */
-static void add_origin(rd_kafka_headers_t *hs, const kmsg_t *m)
-{
-    static const char *const names[] = {"x-sb-original-topic", "x-sb-original-partition",
-                                        "x-sb-original-offset"};
-    char part[16], off[24];
-    snprintf(part, sizeof part, "%" PRId32, m->d.partition);
-    snprintf(off, sizeof off, "%" PRId64, m->d.offset);
-    const char *own[] = {m->d.source, part, off};
-    const sb__header_t *topic = find_header(m, names[0]);
-    for (size_t i = 0; i < 3; i++) {
-        const sb__header_t *h = topic ? find_header(m, names[i]) : NULL;
-        if (h)
-            rd_kafka_header_add(hs, names[i], -1, h->value, h->value_len);
-        else
-            add_hdr(hs, names[i], own[i]);
-    }
-}
-
-static int produce(kafkatx_t *tx, const char *topic, const void *key, size_t key_len,
-                   const void *value, size_t len, rd_kafka_headers_t *hs, kop_t *op)
-{
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        tx->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_HEADERS(hs),
-        RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
-    if (err) {
-        sb__log(SB_LOG_WARN, NULL, "kafka: %s to %s refused: %s", op->what, topic,
-                rd_kafka_err2str(err));
-        rd_kafka_headers_destroy(hs);
-        sb_free(op);
-        return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? SB_EBUSY : SB_EIO;
-    }
-    return SB_EOK;
-}
-
-static kop_t *new_op(kafkatx_t *tx, kmsg_t *m, op_kind_t kind, const char *what, sb__tx_done_cb cb,
-                     void *arg)
-{
-    kop_t *op = sb_calloc(1, sizeof *op);
-    if (op)
-        *op = (kop_t){.tx = tx, .m = m, .kind = kind, .cb = cb, .arg = arg, .what = what};
-    return op;
-}
-
 static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_ms,
                           unsigned next_attempt, sb__tx_done_cb cb, void *arg)
 {
     kafkatx_t *tx = (kafkatx_t *)t;
     kmsg_t *m = (kmsg_t *)d;
-    if (tx->retry_in_place) {
-        kop_t *c = new_op(tx, NULL, OP_SETTLE, "retry", cb, arg);
-        if (!c)
-            return SB_ENOMEM;
-        d->attempt = next_attempt;
-        tx->n_dispatched--;
-        requeue(tx, m, delay_ms);
-        c->status = SB_EOK;
-        if (tx->compl_tail)
-            tx->compl_tail->next = c;
-        else
-            tx->compl_head = c;
-        tx->compl_tail = c;
-        kick(tx);
-        return SB_EOK;
-    }
-    char *topic = concat(m->kp->base_topic, tx->retry_suffix);
-    kop_t *op = new_op(tx, m, OP_SETTLE, "retry", cb, arg);
-    rd_kafka_headers_t *hs = topic && op ? copy_headers(m, false, 5) : NULL;
-    if (!hs) {
-        sb_free(topic);
-        sb_free(op);
+    if (!tx->retry_in_place)
+        return sb__kafka_retry_copy(tx, m, delay_ms, next_attempt, cb, arg);
+    if (sb__kafka_complete_later(tx, cb, arg) != SB_EOK)
         return SB_ENOMEM;
-    }
-    char attempts[16], due[24];
-    snprintf(attempts, sizeof attempts, "%u", next_attempt ? next_attempt - 1 : 0);
-    snprintf(due, sizeof due, "%" PRId64, wall_ms() + (int64_t)delay_ms);
-    add_hdr(hs, "x-sb-attempts", attempts);
-    add_hdr(hs, "x-sb-due-at", due);
-    if (!find_header(m, "x-sb-original-topic"))
-        add_origin(hs, m);
-    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len, hs, op);
-    sb_free(topic);
-    return rc;
-}
-
-static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_meta_t *meta,
-                          sb__tx_done_cb cb, void *arg)
-{
-    kafkatx_t *tx = (kafkatx_t *)t;
-    kmsg_t *m = (kmsg_t *)d;
-    if (!meta)
-        return SB_EINVAL;
-    char *topic = concat(m->kp->base_topic, tx->dlq_suffix);
-    kop_t *op = new_op(tx, m, OP_SETTLE, "dead-letter", cb, arg);
-    rd_kafka_headers_t *hs = topic && op ? copy_headers(m, true, 10) : NULL;
-    if (!hs) {
-        sb_free(topic);
-        sb_free(op);
-        return SB_ENOMEM;
-    }
-    char attempts[16], failed_at[32];
-    snprintf(attempts, sizeof attempts, "%u", meta->attempts);
-    sb__datetime_format(meta->failed_at_us ? meta->failed_at_us : sb__datetime_now_us(), failed_at);
-    add_hdr(hs, "x-sb-reason", meta->reason ? meta->reason : "");
-    add_hdr(hs, "x-sb-error", meta->error ? meta->error : "");
-    if (meta->handler)
-        add_hdr(hs, "x-sb-handler", meta->handler);
-    add_hdr(hs, "x-sb-attempts", attempts);
-    add_hdr(hs, "x-sb-consumer", meta->consumer ? meta->consumer : "");
-    add_hdr(hs, "x-sb-failed-at", failed_at);
-    add_origin(hs, m);
-    int rc = produce(tx, topic, m->rkm->key, m->rkm->key_len, d->msg.body, d->msg.body_len, hs, op);
-    sb_free(topic);
-    return rc;
-}
-
-static int tx_publish(sb__transport_t *t, const sb__outmsg_t *o, sb__tx_done_cb cb, void *arg)
-{
-    kafkatx_t *tx = (kafkatx_t *)t;
-    if (!o || !o->type || (!o->body && o->body_len))
-        return SB_EINVAL;
-    if (!tx->producer || !tx->publish_topic || !*tx->publish_topic)
-        return SB_ESTATE;
-    kop_t *op = new_op(tx, NULL, OP_PUBLISH, "publish", cb, arg);
-    rd_kafka_headers_t *hs = op ? rd_kafka_headers_new(5) : NULL;
-    if (!hs) {
-        sb_free(op);
-        return SB_ENOMEM;
-    }
-    add_hdr(hs, "event-type", o->type);
-    add_hdr(hs, "content-type", "application/json");
-    if (o->id)
-        add_hdr(hs, "message-id", o->id);
-    if (o->traceparent)
-        add_hdr(hs, "traceparent", o->traceparent);
-    if (o->tracestate)
-        add_hdr(hs, "tracestate", o->tracestate);
-    return produce(tx, tx->publish_topic, o->key, o->key ? strlen(o->key) : 0,
-                   o->body ? o->body : "", o->body_len, hs, op);
+    d->attempt = next_attempt;
+    tx->n_dispatched--;
+    requeue(tx, m, delay_ms);
+    kick(tx);
+    return SB_EOK;
 }
 
 static void tx_pause(sb__transport_t *t)
@@ -1432,7 +1110,7 @@ static sb__kafka_client_opts_t client_opts(kafkatx_t *tx)
         .publish_topic = tx->publish_topic,
         .opaque = tx,
         .rebalance_cb = rebalance_cb,
-        .dr_cb = dr_cb,
+        .dr_cb = sb__kafka_on_delivery,
     };
 }
 
@@ -1530,24 +1208,8 @@ static void tx_destroy(sb__transport_t *t)
         rd_kafka_destroy(tx->consumer);
     }
     tx->destroying = true; /* delivery reports from here on call nobody back */
-    if (tx->producer) {
-        if (tx->pq)
-            rd_kafka_queue_io_event_enable(tx->pq, -1, NULL, 0);
-        if (rd_kafka_flush(tx->producer, CLOSE_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            sb__log(SB_LOG_WARN, NULL, "kafka: %d produced messages unconfirmed at exit",
-                    rd_kafka_outq_len(tx->producer));
-            rd_kafka_purge(tx->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            rd_kafka_flush(tx->producer, 1000);
-        }
-        if (tx->pq)
-            rd_kafka_queue_destroy(tx->pq);
-        rd_kafka_destroy(tx->producer);
-    }
+    sb__kafka_produce_close(tx);
     free_all_messages(tx);
-    for (kop_t *c = tx->compl_head, *next; c; c = next) {
-        next = c->next;
-        sb_free(c);
-    }
     sb__kafka_client_embedded_stop(tx->mock_host, tx->mock);
     for (kpart_t *kp = tx->parts, *next; kp; kp = next) {
         next = kp->next_all;
@@ -1618,9 +1280,9 @@ static const sb__transport_ops_t kafka_ops = {
     .resume = tx_resume,
     .ack = tx_ack,
     .retry_later = tx_retry_later,
-    .dead_letter = tx_dead_letter,
+    .dead_letter = sb__kafka_dead_letter,
     .release = tx_release,
-    .publish = tx_publish,
+    .publish = sb__kafka_publish,
     .claim_ahead = tx_claim_ahead,
     .turn_done = tx_turn_done,
     .ready = tx_ready,
