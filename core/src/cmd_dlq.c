@@ -80,7 +80,10 @@ static void usage(FILE *f)
                "  replay [--to EXCHANGE[:ROUTING_KEY]] [--max-replays N] [--force] [--rate N/s]\n"
                "  purge [--all]             remove the selected dead letters\n"
                "filters: --type PATTERN --reason LIST --error REGEX --handler LIST --since TIME\n"
-               "         --until TIME --id ID --limit N; also --queue NAME, --dry-run\n");
+               "         --until TIME --id ID --limit N; also --queue NAME, --dry-run\n"
+               "Kafka, reading verbs (stats, list, show, export): --from-beginning or --offset N\n"
+               "         read the retained log from there, including what was already replayed\n"
+               "         or purged (by default they read what is still to be replayed)\n");
 }
 
 static const char *rec_id(const sb__dlq_record_t *r, char *buf, size_t n)
@@ -447,6 +450,8 @@ int sb__cmd_dlq(int argc, char **argv)
     const char *verb = NULL, *arg = NULL;
     sb__config_t *cfg = NULL;
     const char *max_replays = NULL;
+    bool from_beginning = false;
+    int64_t start_offset = -1;
     if (sb__dlq_filter_new(sb__datetime_now_us(), &c.filter) != SB_EOK) {
         fprintf(stderr, "switchboard dlq: out of memory\n");
         return EX_FAIL;
@@ -465,6 +470,17 @@ int sb__cmd_dlq(int argc, char **argv)
             c.dry_run = true;
         } else if (!strcmp(a, "--all")) {
             c.all = true;
+        } else if (!strcmp(a, "--from-beginning")) {
+            from_beginning = true;
+        } else if (!strcmp(a, "--offset") && v) {
+            char *end;
+            long long o = strtoll(v, &end, 10);
+            if (end == v || *end || o < 0) {
+                fprintf(stderr, "switchboard dlq: --offset needs an offset >= 0, not \"%s\"\n", v);
+                goto out;
+            }
+            start_offset = o;
+            i++;
         } else if (!strcmp(a, "--force")) {
             sb__dlq_filter_set(c.filter, "force", NULL, NULL, 0);
         } else if (a[0] == '-' && a[1]) {
@@ -591,10 +607,19 @@ int sb__cmd_dlq(int argc, char **argv)
         status = EX_FAIL;
         goto out;
     }
+    if ((from_beginning || start_offset >= 0) &&
+        (writes || c.verb == V_IMPORT || c.ops != &sb__dlq_kafka_ops)) {
+        fprintf(stderr, "switchboard dlq: --from-beginning and --offset are for reading a "
+                        "Kafka DLQ (stats, list, show, export, --dry-run); replay and purge "
+                        "always start at the replay group's progress\n");
+        status = EX_USAGE_;
+        goto out;
+    }
     sb__dlq_open_opts_t oo = {.dlq = c.queue,
                               .read_only = !writes,
+                              .from_beginning = from_beginning,
                               .since_ms = writes ? -1 : since_seek_ms(c.filter),
-                              .start_offset = -1};
+                              .start_offset = start_offset};
     err[0] = '\0';
     int rc = c.ops->open(cfg, &oo, &c.b, err, sizeof err);
     if (rc != SB_EOK) {

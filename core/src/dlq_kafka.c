@@ -645,8 +645,11 @@ static int choose_starts(kdlq_t *b, const sb__dlq_open_opts_t *opts, char *errst
             b->parts[i].skip = false;
         }
     if (seekable && opts->start_offset >= 0)
-        for (size_t i = 0; i < b->np; i++) {
-            b->parts[i].start = opts->start_offset;
+        for (size_t i = 0; i < b->np; i++) { /* within what the partition retains */
+            int64_t o = opts->start_offset;
+            b->parts[i].start = o < b->parts[i].lo   ? b->parts[i].lo
+                                : o > b->parts[i].hi ? b->parts[i].hi
+                                                     : o;
             b->parts[i].skip = false;
         }
     if (seekable && opts->since_ms >= 0) {

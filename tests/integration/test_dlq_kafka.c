@@ -399,6 +399,21 @@ int main(void)
     SBT_CHECK(sbt_stop(p, SIGTERM, 30000) == 0);
     printf("ok: replay --limit 4 then a resumed replay: each of %d ids exactly once\n", N);
 
+    /* Reading the retained log: --from-beginning sees all N again (already replayed),
+     * --offset 3 sees what lies at offset >= 3 in each of the 2 partitions, a replay
+     * refuses both (exit 64), and the replay group's progress is untouched. */
+    SBT_CHECK(dlq(cfg2, out, (const char *const[]){"list", "--json", "--from-beginning", NULL}) ==
+              0);
+    SBT_CHECK_MSG(sbt_count_lines(out) == N, "--from-beginning listed %zu", sbt_count_lines(out));
+    SBT_CHECK(dlq(cfg2, out, (const char *const[]){"list", "--json", "--offset", "3", NULL}) == 0);
+    size_t from3 = sbt_count_lines(out);
+    SBT_CHECK_MSG(from3 < N && from3 >= N - 6, "--offset 3 listed %zu of %d", from3, N);
+    SBT_CHECK(dlq(cfg2, out, (const char *const[]){"replay", "--from-beginning", NULL}) == 64);
+    SBT_CHECK(dlq(cfg2, out, (const char *const[]){"list", "--offset", "x", NULL}) == 64);
+    SBT_CHECK(stats_count(cfg2, out, "rejected") == 0);
+    printf("ok: --from-beginning lists all %d, --offset 3 lists %zu; replay refuses them\n", N,
+           from3);
+
     /* 4. The done set's bound (its own one-partition DLQ topic). */
     char *otopic = sbt_unique_name("sbt-dlqk-ov");
     char *errf = sbt_unique_name("/tmp/sbt-dlqk-err");
