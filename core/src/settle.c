@@ -21,7 +21,7 @@
 #include "log.h"
 #include "settle.h"
 
-#define HS_INLINE     4
+#define HS_INLINE     2
 #define BUSY_RETRY_MS 1000
 
 const char *const sb__dl_reasons[6] = {"decode",   "schema",       "unroutable",
@@ -89,7 +89,6 @@ struct sb__slot {
     sb__hstate_t hs_inline[HS_INLINE];
     /* settlement in progress (for the transport callback) */
     sb__settlement_t how;
-    sb__verdict_t verdict;
     sb_event_t ev;
 };
 
@@ -104,6 +103,10 @@ struct sb__dispatcher {
     char *consumer, *group, *prefix;
     sb__slot_t *slots;
     sb__slot_t *free_slots;
+    /* intake's verdict for the message being delivered: used within deliver() only (its
+     * targets are copied to the slot, its error text consumed by the dead-letter call),
+     * so one per dispatcher instead of one per slot */
+    sb__verdict_t verdict;
     unsigned n_fresh; /* slots[0..n_fresh) were ever used (initialised); the rest untouched */
     size_t inflight;
     bool paused;   /* we paused the transport for lack of slots */
@@ -819,7 +822,7 @@ void sb__dispatcher_deliver(void *arg, sb__delivery_t *d)
         return;
     }
     s->d = d;
-    int rc = sb__intake_process(dp->intake, &d->msg, &s->ev, &s->verdict);
+    int rc = sb__intake_process(dp->intake, &d->msg, &s->ev, &dp->verdict);
     s->ev.attempt = d->attempt;
     if (rc != SB_EOK) {
         sb__log(SB_LOG_ERROR, NULL, "intake: %s: releasing the message", sb_strerror(rc));
@@ -828,7 +831,7 @@ void sb__dispatcher_deliver(void *arg, sb__delivery_t *d)
         slot_put(s);
         return;
     }
-    sb__verdict_t *v = &s->verdict;
+    sb__verdict_t *v = &dp->verdict;
     if (v->kind == SB__VERDICT_DEAD_LETTER) {
         settle_dead_letter(s, v->reason, v->error, NULL);
         return;
