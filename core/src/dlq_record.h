@@ -8,9 +8,9 @@
  * the body bytes. Byte strings are byte strings everywhere: nothing assumes UTF-8 or NUL-free
  * text (stored copies carry an extra NUL after their length for convenience).
  *
- * JSON Lines format, version 1 (also in docs/dlq-format.md). One record is one JSON object on
- * one line (no raw newline inside; the encoder writes no trailing newline). Members, written in
- * this order, those marked ? only when present:
+ * JSON Lines format, version 1 (also in docs/dlq-format.md; the codec is dlq_jsonl.c). One
+ * record is one JSON object on one line (no raw newline inside; the encoder writes no trailing
+ * newline). Members, written in this order, those marked ? only when present:
  *
  *   "v": 1                               format version (required)
  *   "transport": "amqp" | "kafka"        ? which broker the record came from
