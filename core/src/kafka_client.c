@@ -92,6 +92,12 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    (void)opaque;
+    sb__kafka_client_log_error(rk, err, reason);
+}
+
+void sb__kafka_client_log_error(rd_kafka_t *rk, int err, const char *reason)
+{
     bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
     char fbuf[256] = "";
     if (fatal)
@@ -110,7 +116,7 @@ static rd_kafka_conf_t *base_conf(const sb__kafka_client_opts_t *o, const char *
     }
     rd_kafka_conf_set_opaque(conf, o->opaque);
     rd_kafka_conf_set_log_cb(conf, log_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_error_cb(conf, o->error_cb ? o->error_cb : error_cb);
     if (conf_set(conf, "bootstrap.servers", o->bootstraps, errstr, n) ||
         conf_set(conf, "client.id", o->client_id, errstr, n) ||
         conf_set(conf, "log.queue", "true", errstr, n) ||

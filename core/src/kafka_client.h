@@ -29,6 +29,13 @@
 typedef void (*sb__kafka_rebalance_cb)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                        rd_kafka_topic_partition_list_t *parts, void *opaque);
 typedef void (*sb__kafka_dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque);
+/* librdkafka's error callback (rd_kafka_conf_set_error_cb()); one that replaces the default
+ * logs with sb__kafka_client_log_error() itself. */
+typedef void (*sb__kafka_error_cb)(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+
+/* Logs an error librdkafka reported (fatal ones with their cause): the default error
+ * callback. */
+void sb__kafka_client_log_error(rd_kafka_t *rk, int err, const char *reason);
 
 /* Everything the clients are made from. All pointers are borrowed for the call only (the
  * clients copy what they keep), except `opaque`, handed to every callback. */
@@ -46,6 +53,7 @@ typedef struct sb__kafka_client_opts {
     void *opaque;
     sb__kafka_rebalance_cb rebalance_cb; /* the consumer's */
     sb__kafka_dr_cb dr_cb;               /* the producer's */
+    sb__kafka_error_cb error_cb;         /* both clients'; NULL: log only */
 } sb__kafka_client_opts_t;
 
 /* Starts the embedded mock cluster (one broker) with every listed topic, its DLQ topic and

@@ -97,7 +97,9 @@ struct kafkatx {
     struct event *wake_ev, *kick, *revoke_timer;
     /* state */
     bool started, stopped, sink_paused, in_pump, parked, closing, destroying, fetch_more;
-    bool fetch_capped; /* stopped taking from librdkafka at the local bound */
+    bool fetch_capped;  /* stopped taking from librdkafka at the local bound */
+    bool joined;        /* an assignment arrived (possibly empty) and was not lost since */
+    bool client_failed; /* authentication, TLS or fatal error since the last assignment */
     /* librdkafka's own queue bound (effective queued.min.messages and .kbytes), and the
      * fetcher wake-up (kafka_waker.h): `fetch_full` once the queue neared a bound, so its
      * fetcher may have stopped; a poke once it drained to half. */

@@ -318,6 +318,8 @@ static void advance_prefix(kpart_t *kp)
 static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
 {
     if (rkm->err) {
+        if (rkm->err == RD_KAFKA_RESP_ERR__AUTHENTICATION || rkm->err == RD_KAFKA_RESP_ERR__SSL)
+            tx->client_failed = true; /* not ready (tx_ready) */
         if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             sb__log(SB_LOG_WARN, NULL, "kafka consumer: %s%s%s: %s",
                     rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "", rkm->rkt ? " " : "",
@@ -731,6 +733,8 @@ static void rebalance(kafkatx_t *tx, rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         sb__log(SB_LOG_INFO, NULL, "kafka: assigned %d partitions (%s): %s", parts->cnt,
                 coop ? "cooperative" : "eager", desc);
+        tx->joined = true;
+        tx->client_failed = false;
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
             if (e) {
@@ -756,6 +760,8 @@ static void rebalance(kafkatx_t *tx, rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return;
     }
     bool lost = rd_kafka_assignment_lost(rk);
+    if (lost)
+        tx->joined = false; /* out of the group (session timed out): not ready until back */
     if (tx->pending_revoke) /* cannot happen: librdkafka waits for our unassign */
         finish_revoke(tx);
     for (int i = 0; i < parts->cnt; i++) {
@@ -1069,10 +1075,13 @@ static void tx_resume(sb__transport_t *t)
     kick(tx);
 }
 
+/* Ready: started, in the group (an assignment arrived, possibly empty: a member with no
+ * partition is consuming too), not lost since, and no authentication, TLS or fatal error
+ * since that assignment. */
 static bool tx_ready(sb__transport_t *t)
 {
     kafkatx_t *tx = (kafkatx_t *)t;
-    return tx->started && !tx->stopped;
+    return tx->started && !tx->stopped && tx->joined && !tx->client_failed;
 }
 
 static void tx_stop(sb__transport_t *t)
@@ -1094,6 +1103,17 @@ static const char *bootstraps(const kafkatx_t *tx)
 
 /* What the clients are made from; read anew for each client, as the embedded cluster's
  * bootstraps exist only once it started. */
+/* Readiness (tx_ready): a consumer that cannot authenticate, or hit a fatal error, is not
+ * ready until it is assigned partitions again. */
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    kafkatx_t *tx = opaque;
+    sb__kafka_client_log_error(rk, err, reason);
+    if (err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__FATAL ||
+        err == RD_KAFKA_RESP_ERR__SSL)
+        tx->client_failed = true;
+}
+
 static sb__kafka_client_opts_t client_opts(kafkatx_t *tx)
 {
     return (sb__kafka_client_opts_t){
@@ -1111,6 +1131,7 @@ static sb__kafka_client_opts_t client_opts(kafkatx_t *tx)
         .opaque = tx,
         .rebalance_cb = rebalance_cb,
         .dr_cb = sb__kafka_on_delivery,
+        .error_cb = on_error,
     };
 }
 
