@@ -120,6 +120,7 @@ struct sb__dispatcher {
 static void advance(sb__slot_t *s);
 static void hs_done(sb__hstate_t *hs, hs_result_t r);
 static void handle_outcome(sb__hstate_t *hs, sb_outcome_t out);
+static void renew_start(sb__dispatcher_t *dp);
 
 /* ---- slots -------------------------------------------------------------------------------- */
 
@@ -632,6 +633,8 @@ static void run_handler(sb__hstate_t *hs)
     sb__dispatcher_t *dp = s->dp;
     hs->started_us = sb__datetime_now_us();
     if (hs->h->blocking) {
+        if (hs->claimed)
+            renew_start(dp);
         hs->on_worker = true;
         int rc = dp->pool ? sb__pool_submit(dp->pool, worker_run, worker_done, hs) : SB_EINVAL;
         if (rc != SB_EOK) {
@@ -646,11 +649,25 @@ static void run_handler(sb__hstate_t *hs)
     handle_outcome(hs, out);
 }
 
-#define RENEW_TICK_MS 1000
+/* How often held claims are looked at: a quarter of the lease, within 50 ms .. 1 s. */
+static uint64_t renew_tick_ms(const sb__dispatcher_t *dp)
+{
+    uint64_t ms = dp->o.lease_ms / 4;
+    return ms < 50 ? 50 : ms > 1000 ? 1000 : ms;
+}
 
-/* Claims of messages waiting for their turn are renewed every third of their lease, so a
- * long wait (each earlier message may take up to its timeout) never lets one run out;
- * fire and forget: the turn verifies ownership once more before the handler runs. */
+static void renew_start(sb__dispatcher_t *dp)
+{
+    if (dp->renew && !sb__timer_pending(dp->renew))
+        sb__timer_start(dp->renew, renew_tick_ms(dp), false);
+}
+
+/* Held claims are renewed every third of their lease: those of messages waiting for their
+ * turn (claim-ahead: each earlier message may take up to its timeout), and those of
+ * handlers still running (a blocking handler claims for the plain lease, however long its
+ * timeout, so a crash frees its events after one lease, not after the timeout). Fire and
+ * forget: a waiting message's turn verifies ownership once more before the handler runs;
+ * a running handler's completion writes "done" only while the key is its own or free. */
 static void renew_tick(sb__timer_t *t, void *arg)
 {
     sb__dispatcher_t *dp = arg;
@@ -661,7 +678,7 @@ static void renew_tick(sb__timer_t *t, void *arg)
         if (!s->in_use || !s->next_hs)
             continue;
         sb__hstate_t *hs = &s->hs[s->next_hs - 1];
-        if (!hs->turn_waiting || !hs->claimed)
+        if (!hs->claimed || !(hs->turn_waiting || hs->started_us))
             continue;
         waiting = true;
         if (now - hs->claimed_us > hs->lease_ms * 1000 / 3 &&
@@ -671,7 +688,7 @@ static void renew_tick(sb__timer_t *t, void *arg)
         }
     }
     if (waiting)
-        sb__timer_start(t, RENEW_TICK_MS, false);
+        sb__timer_start(t, renew_tick_ms(dp), false);
 }
 
 static void renewed_cb(void *arg, int status)
@@ -721,9 +738,7 @@ static void run_in_turn(sb__hstate_t *hs)
         t->on_grant = turn_cb;
         t->arg = hs;
         hs->turn_waiting = true;
-        sb__dispatcher_t *dp = hs->slot->dp;
-        if (dp->renew && !sb__timer_pending(dp->renew))
-            sb__timer_start(dp->renew, RENEW_TICK_MS, false);
+        renew_start(hs->slot->dp);
         return;
     }
     turn_cb(hs);
@@ -773,8 +788,11 @@ static void begin(sb__hstate_t *hs)
         snprintf(k, n, "%s{%s}:%s:%s", dp->prefix, dp->group, hs->h->name, s->ev.id);
         hs->key = k;
     }
+    /* A handler on the loop (synchronous or pending) keeps its claim for its whole timeout;
+     * a blocking one, on a worker while the loop renews its claim (renew_tick), for the
+     * plain lease. */
     uint64_t lease = dp->o.lease_ms;
-    if (hs->h->timeout_ms + 5000 > lease)
+    if (!hs->h->blocking && hs->h->timeout_ms + 5000 > lease)
         lease = hs->h->timeout_ms + 5000;
     hs->lease_ms = lease;
     hs->claimed_us = sb__datetime_now_us();

@@ -10,7 +10,8 @@
  *   ?db= and an ACL user work.
  * - Through a pipeline (memory transport, Redis store, record ledger): a duplicate delivery
  *   is skipped; an event claimed by a consumer that "crashed" (claimed, never completed) is
- *   handled once by this consumer after the lease expires.
+ *   handled once by this consumer after the lease expires; a blocking handler that runs 3 s
+ *   with a 1 s lease keeps its claim (renewed while it runs), then marks it done.
  * The outage behaviour is in tests/fault/test_redis_outage.c. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -585,6 +586,14 @@ static bool pl_settled(void *ud)
            sb__dispatcher_inflight(f->p->dp) == 0;
 }
 
+static bool dispatcher_idle_after_ack(void *ud)
+{
+    sb__pipeline_t *p = ud;
+    sb__memtx_stats_t s;
+    sb__memtx_stats(p->tx, &s);
+    return s.acked >= 1 && sb__memtx_outstanding(p->tx) == 0 && sb__dispatcher_inflight(p->dp) == 0;
+}
+
 static void inject(pl_t *f, const char *id)
 {
     char body[256];
@@ -650,6 +659,68 @@ static void test_pipeline_duplicates_and_crash(void)
     pl_destroy(f);
 }
 
+static bool elapsed(void *ud)
+{
+    return sbt_now_ms() >= *(uint64_t *)ud;
+}
+
+/* A blocking handler claims for the plain lease (1 s here) and the loop renews the claim
+ * while it runs on its worker: 2.5 s into a 3 s run the key is still ours, then done. */
+static void test_blocking_lease_renewed(void)
+{
+    char yaml[2048];
+    int n = snprintf(yaml, sizeof yaml,
+                     "log:\n  level: error\n"
+                     "service:\n  name: redis-store-test\n  workers: 2\n"
+                     "transport:\n  kind: memory\n  memory:\n    loopback: false\n"
+                     "idempotency:\n  store: redis\n  redis:\n    url: \"%s\"\n"
+                     "    prefix: \"%s\"\n    lease: 1s\n"
+                     "handlers:\n"
+                     "  - name: async\n    module: %s\n    timeout: 30s\n"
+                     "    config:\n      sleep_ms: 3000\n",
+                     redis_url, prefix, MOD_ASYNC);
+    sb__config_t *cfg = NULL;
+    sb__pipeline_t *p = NULL;
+    char err[512] = "";
+    SBT_CHECK_MSG(sb__config_load_buffer(yaml, (size_t)n, "lease.yaml", &cfg, err, sizeof err) ==
+                      SB_EOK,
+                  "config: %s", err);
+    SBT_CHECK_MSG(sb__pipeline_new(cfg, &p, err, sizeof err) == SB_EOK, "pipeline: %s", err);
+    SBT_CHECK_MSG(sb__pipeline_start(p, err, sizeof err) == SB_EOK, "start: %s", err);
+    struct event_base *saved = base;
+    base = sb__runtime_base(p->rt);
+    SBT_CHECK(run_until(store_up, p->store, 5000));
+    const char *id = "22222222-0000-4000-8000-000000000001";
+    char body[256];
+    snprintf(body, sizeof body, "{\"Id\":\"%s\"}", id);
+    sb__memtx_msg_t m = {.routing_key = "Async.BlockSleep",
+                         .body = body,
+                         .body_len = strlen(body),
+                         .content_type = "application/json"};
+    SBT_CHECK(sb__memtx_inject(p->tx, &m) == SB_EOK);
+    char key[256];
+    snprintf(key, sizeof key, "%s{redis-store-test}:async.block_sleep:%s", prefix, id);
+    uint64_t until = sbt_now_ms() + 2500;
+    run_until(elapsed, &until, 5000);
+    redisContext *c = sync_connect(redis_url);
+    redisReply *r = redisCommand(c, "GET %s", key);
+    SBT_CHECK_MSG(r && r->type == REDIS_REPLY_STRING && !strncmp(r->str, "inprogress:", 11),
+                  "2.5 s into the run the claim is %s (lease 1 s, not renewed?)",
+                  r && r->type == REDIS_REPLY_STRING ? r->str : "gone");
+    freeReplyObject(r);
+    SBT_CHECK(run_until(dispatcher_idle_after_ack, p, 10000));
+    r = redisCommand(c, "GET %s", key);
+    SBT_CHECK_MSG(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "done"),
+                  "after the run the key is %s",
+                  r && r->type == REDIS_REPLY_STRING ? r->str : "gone");
+    freeReplyObject(r);
+    redisFree(c);
+    printf("blocking handler: 3 s run on a 1 s lease kept its claim (renewed), then done\n");
+    base = saved;
+    sb__pipeline_destroy(p);
+    sb__config_destroy(cfg);
+}
+
 int main(void)
 {
     redis_url = sbt_service("SB_TEST_REDIS_URL", "Redis");
@@ -670,6 +741,7 @@ int main(void)
     sb__runtime_destroy(rt);
     rt = NULL;
     test_pipeline_duplicates_and_crash();
+    test_blocking_lease_renewed();
     cleanup_keys();
     free(prefix);
     sb__log_clear_secrets();
