@@ -97,6 +97,17 @@ void *sb_calloc(size_t n, size_t size)
     return p;
 }
 
+char *sb__strjoin(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = sb_malloc(la + lb + 1);
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
+}
+
 void *sb_realloc(void *ptr, size_t size)
 {
     return counted(sb_realloc_hook(ptr, size ? size : 1));

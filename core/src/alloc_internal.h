@@ -11,4 +11,7 @@ unsigned long sb__alloc_failures(void);
  * Everything that parses with jansson calls it first. */
 void sb__alloc_json_hooks(void);
 
+/* a followed by b in a new string (caller frees with sb_free()); NULL when out of memory. */
+char *sb__strjoin(const char *a, const char *b);
+
 #endif

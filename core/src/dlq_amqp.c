@@ -33,6 +33,7 @@
 #include <amqp_tcp_socket.h>
 
 #include "switchboard/alloc.h"
+#include "alloc_internal.h"
 #include "switchboard/error.h"
 #include "dlq_amqp.h"
 #include "errf.h"
@@ -58,17 +59,6 @@ typedef struct amqpdlq {
 struct sb__dlq_pos {
     uint64_t tag;
 };
-
-static char *cat2(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    char *s = sb_malloc(na + nb + 1);
-    if (s) {
-        memcpy(s, a, na);
-        memcpy(s + na, b, nb + 1);
-    }
-    return s;
-}
 
 static void reply_text(amqp_rpc_reply_t r, char *buf, size_t n)
 {
@@ -160,7 +150,7 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
         b->queue = sb_strdup(opts->dlq);
     } else {
         const char *q = sb__config_str(cfg, "transport.amqp.queue");
-        b->queue = cat2(q && *q ? q : "switchboard", ".dlq");
+        b->queue = sb__strjoin(q && *q ? q : "switchboard", ".dlq");
     }
     if (!b->queue)
         goto err;

@@ -70,6 +70,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "switchboard/alloc.h"
+#include "alloc_internal.h"
 #include "switchboard/error.h"
 #include "dlq_kafka.h"
 #include "errf.h"
@@ -134,17 +135,6 @@ typedef struct delivery {
     bool done;
     rd_kafka_resp_err_t err;
 } delivery_t;
-
-static char *cat2(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    char *s = sb_malloc(na + nb + 1);
-    if (s) {
-        memcpy(s, a, na);
-        memcpy(s + na, b, nb + 1);
-    }
-    return s;
-}
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr, size_t n)
 {
@@ -543,7 +533,7 @@ static int resolve_topics(kdlq_t *b, const sb__config_t *cfg, const sb__dlq_open
                             "kafka: transport.kafka.topics[%zu] is a regex or empty; name the "
                             "DLQ topic with --queue",
                             i);
-        char *t = cat2(s, suffix && *suffix ? suffix : ".dlq");
+        char *t = sb__strjoin(s, suffix && *suffix ? suffix : ".dlq");
         if (!t)
             return SB_ENOMEM;
         int rc = add_topic(b, t);
@@ -718,7 +708,7 @@ static int dlq_open(const sb__config_t *cfg, const sb__dlq_open_opts_t *opts,
         group = sb_strdup(opts->group_id);
     } else {
         const char *g = sb__config_str(cfg, "transport.kafka.group_id");
-        group = cat2(g && *g ? g : "switchboard", ".dlq-replay");
+        group = sb__strjoin(g && *g ? g : "switchboard", ".dlq-replay");
     }
     if (!group)
         goto err;

@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "switchboard/alloc.h"
+#include "alloc_internal.h"
 #include "switchboard/error.h"
 #include "errf.h"
 #include "kafka_client.h"
@@ -48,17 +49,6 @@
 #define ADMIN_TIMEOUT_MS    15000
 
 /* ---- small helpers ---------------------------------------------------------------------- */
-
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = sb_malloc(la + lb + 1);
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
-    return s;
-}
 
 static bool is_regex(const char *topic)
 {
@@ -242,7 +232,7 @@ int sb__kafka_client_embedded_start(const sb__kafka_client_opts_t *o, rd_kafka_t
         for (size_t k = 0; k < 3; k++) {
             if (!suffixes[k])
                 continue;
-            char *name = concat(o->topics[i], suffixes[k]);
+            char *name = sb__strjoin(o->topics[i], suffixes[k]);
             if (!name)
                 return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
             rd_kafka_mock_topic_create(*mock, name, EMBEDDED_PARTITIONS, 1);
@@ -292,7 +282,7 @@ void sb__kafka_client_create_side_topics(const sb__kafka_client_opts_t *o, rd_ka
         for (size_t s = 0; s < 2; s++) {
             if (!suffixes[s] || nn >= sizeof nt / sizeof nt[0])
                 continue;
-            char *name = concat(o->topics[i], suffixes[s]);
+            char *name = sb__strjoin(o->topics[i], suffixes[s]);
             bool exists = false;
             for (int k = 0; name && k < md->topic_cnt; k++)
                 exists = exists || (!strcmp(md->topics[k].topic, name) && !md->topics[k].err);
@@ -370,7 +360,7 @@ int sb__kafka_client_subscribe(const sb__kafka_client_opts_t *o, rd_kafka_t *con
         rd_kafka_topic_partition_list_add(l, o->topics[i], RD_KAFKA_PARTITION_UA);
         if (!o->retry_in_place) {
             char *r = is_regex(o->topics[i]) ? retry_regex(o->topics[i], o->retry_suffix)
-                                             : concat(o->topics[i], o->retry_suffix);
+                                             : sb__strjoin(o->topics[i], o->retry_suffix);
             if (!r) {
                 rd_kafka_topic_partition_list_destroy(l);
                 return sb__errf(errstr, n, SB_ENOMEM, "out of memory");

@@ -24,23 +24,13 @@
 #include <string.h>
 
 #include "switchboard/alloc.h"
+#include "alloc_internal.h"
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "kafka_produce.h"
 #include "log.h"
 
 #define CLOSE_FLUSH_MS 10000
-
-static char *concat(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *s = sb_malloc(la + lb + 1);
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
-    return s;
-}
 
 static const sb__header_t *find_header(const kmsg_t *m, const char *name)
 {
@@ -200,7 +190,7 @@ int sb__kafka_retry_copy(kafkatx_t *tx, kmsg_t *m, uint64_t delay_ms, unsigned n
                          sb__tx_done_cb cb, void *arg)
 {
     sb__delivery_t *d = &m->d;
-    char *topic = concat(m->kp->base_topic, tx->retry_suffix);
+    char *topic = sb__strjoin(m->kp->base_topic, tx->retry_suffix);
     kop_t *op = new_op(tx, m, OP_SETTLE, "retry", cb, arg);
     rd_kafka_headers_t *hs = topic && op ? copy_headers(m, false, 5) : NULL;
     if (!hs) {
@@ -227,7 +217,7 @@ int sb__kafka_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     kmsg_t *m = (kmsg_t *)d;
     if (!meta)
         return SB_EINVAL;
-    char *topic = concat(m->kp->base_topic, tx->dlq_suffix);
+    char *topic = sb__strjoin(m->kp->base_topic, tx->dlq_suffix);
     kop_t *op = new_op(tx, m, OP_SETTLE, "dead-letter", cb, arg);
     rd_kafka_headers_t *hs = topic && op ? copy_headers(m, true, 10) : NULL;
     if (!hs) {
