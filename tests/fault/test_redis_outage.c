@@ -8,6 +8,9 @@
  *    port every event is handled exactly once (the ledger).
  *  - on_unavailable: process: with Redis down, events keep being handled (without
  *    deduplication).
+ *  - slow Redis: CLIENT PAUSE 2000 ALL while 2,000 events flow: the loop keeps turning (a
+ *    20 ms timer never misses more than a few ticks), the store stays available, and every
+ *    event is handled once after the pause.
  * Not here: the protocol itself (tests/integration/test_redis_store.c). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -16,6 +19,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 
 #include "switchboard/error.h"
 #include "config.h"
@@ -242,6 +246,72 @@ static void test_process(void)
     testsrv_cleanup(&srv);
 }
 
+typedef struct ticks {
+    uint64_t last, max_gap;
+    bool on;
+} ticks_t;
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    ticks_t *t = arg;
+    uint64_t now = sbt_now_ms();
+    if (t->on && t->last && now - t->last > t->max_gap)
+        t->max_gap = now - t->last;
+    t->last = now;
+}
+
+static void test_slow(void)
+{
+    enum { N = 2000 };
+    testsrv_t srv = {0};
+    SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
+    fx_t *f = fx_new(srv.port, "block");
+    SBT_CHECK(run_until(f, up, 5000));
+    ticks_t t = {0};
+    struct event *tick = event_new(sb__runtime_base(f->p->rt), -1, EV_PERSIST, tick_cb, &t);
+    struct timeval every = {0, 20 * 1000};
+    SBT_CHECK(tick && event_add(tick, &every) == 0);
+    char **ids = make_ids(N, 0x510e);
+    inject_all(f, ids, N / 2);
+    f->want = 200;
+    SBT_CHECK(run_until(f, some_acked, 20000));
+    redisContext *c = redisConnect("127.0.0.1", srv.port);
+    SBT_CHECK(c && !c->err);
+    redisReply *r = redisCommand(c, "CLIENT PAUSE 2000 ALL");
+    SBT_CHECK_MSG(r && r->type == REDIS_REPLY_STATUS, "CLIENT PAUSE: %s",
+                  r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+    freeReplyObject(r);
+    uint64_t t0 = sbt_now_ms();
+    inject_all(f, ids + N / 2, N / 2); /* arriving while Redis is slow */
+    t.on = true;
+    t.last = 0;
+    uint64_t acked_at_pause = mstats(f).acked;
+    run_until(f, never, 1500);
+    t.on = false;
+    uint64_t acked_in_pause = mstats(f).acked - acked_at_pause;
+    SBT_CHECK_MSG(t.max_gap < 250, "the loop stalled %llu ms while Redis was paused",
+                  (unsigned long long)t.max_gap);
+    SBT_CHECK(up(f)); /* slow is not down: 2 s < command_timeout */
+    f->want = N;
+    SBT_CHECK_MSG(run_until(f, all_settled, 30000), "not settled: acked %llu of %d",
+                  (unsigned long long)mstats(f).acked, N);
+    uint64_t took = sbt_now_ms() - t0;
+    SBT_CHECK_MSG(took >= 1900, "settled %llu ms after the pause began: was Redis paused?",
+                  (unsigned long long)took);
+    check_ledger(f, ids, N);
+    SBT_CHECK(sb__dispatcher_stats(f->p->dp)->dead_lettered == 0);
+    printf("slow Redis: paused 2 s; the loop's longest gap %llu ms (20 ms timer), %llu acks "
+           "during the first 1.5 s of the pause, all %d handled once after %llu ms\n",
+           (unsigned long long)t.max_gap, (unsigned long long)acked_in_pause, N,
+           (unsigned long long)took);
+    redisFree(c);
+    event_free(tick);
+    free_ids(ids, N);
+    fx_destroy(f);
+    testsrv_cleanup(&srv);
+}
+
 int main(void)
 {
     if (!testsrv_available()) {
@@ -252,6 +322,7 @@ int main(void)
     }
     test_block();
     test_process();
+    test_slow();
     sb__log_clear_secrets();
     return 0;
 }
