@@ -208,51 +208,12 @@ static void proxy_stop(proxy_t *p)
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* Status code of GET path on 127.0.0.1:port (one request per connection), -1 on failure. */
-static int http_status(int port, const char *path)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int status = -1;
-    char req[256], resp[512];
-    int len = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0 && send_all(fd, req, (size_t)len) == 0) {
-        size_t got = 0;
-        ssize_t r;
-        while (got < sizeof resp - 1 && (r = recv(fd, resp + got, sizeof resp - 1 - got, 0)) > 0)
-            got += (size_t)r;
-        resp[got] = '\0';
-        if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
-            status = -1;
-    }
-    close(fd);
-    return status;
-}
-
 /* Polls /readyz every 100 ms until it answers `want`; the time from t0 (sbt_now_ms()) to
  * that answer, or -1 when timeout_ms (also from t0) passed first. */
 static long wait_ready(int port, int want, uint64_t t0, int timeout_ms)
 {
     while (sbt_now_ms() - t0 < (uint64_t)timeout_ms) {
-        if (http_status(port, "/readyz") == want)
+        if (sbt_http(port, "GET", "/readyz", NULL, NULL, NULL) == want)
             return (long)(sbt_now_ms() - t0);
         usleep(100000);
     }
@@ -383,7 +344,7 @@ int main(void)
 
     char *exchange = sbt_unique_name("sbt.hb.x"), *queue = sbt_unique_name("sbt.hb.q");
     char *ledger = sbt_write_temp("", ".jsonl"), *log = sbt_write_temp("", ".log");
-    int admin_port = free_port();
+    int admin_port = sbt_free_port();
     char yaml[2048];
     snprintf(yaml, sizeof yaml,
              "service: {name: hb, shutdown_timeout: 10s}\n"
@@ -424,7 +385,7 @@ int main(void)
     publish_phase(url, exchange, ids, 0, N_PER_PHASE);
     SBT_CHECK_MSG(wait_recorded(ledger, ids, N_PER_PHASE, 15000) == 0,
                   "events before the freeze not recorded (log: %s)", log);
-    SBT_CHECK(http_status(admin_port, "/readyz") == 200);
+    SBT_CHECK(sbt_http(admin_port, "GET", "/readyz", NULL, NULL, NULL) == 200);
     printf("1. flowing: %d events recorded, /readyz 200\n", N_PER_PHASE);
     usleep(300000); /* let their acks go out before the network goes quiet */
 

@@ -16,26 +16,6 @@
 
 #define N 200
 
-static void delete_topics(const char *brokers, const char *const *names, size_t n)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    SBT_CHECK(rk != NULL);
-    rd_kafka_DeleteTopic_t *dt[4];
-    for (size_t i = 0; i < n; i++)
-        dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, dt, n, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_DeleteTopic_destroy_array(dt, n);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 int main(void)
 {
     const char *brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
@@ -85,7 +65,7 @@ int main(void)
     SBT_CHECK_MSG(sbt_wait_lines(ledger, N, 60000), "only %zu of %d handled",
                   sbt_count_lines(ledger), N);
 
-    delete_topics(brokers, (const char *const[]){topic, retry, dlq}, 3);
+    sbt_kafka_delete_topics(brokers, (const char *const[]){topic, retry, dlq}, 3);
     sleep(4); /* the consumer learns that its partitions are gone */
 
     uint64_t t0 = sbt_now_ms();

@@ -15,18 +15,6 @@
 
 #include "sbtest.h"
 
-/* A loopback port with no listener: bind to port 0, read the port, close. */
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void amqp_down(int port)
 {
     char url[128];
@@ -120,8 +108,8 @@ static void redis_down(int port)
 
 int main(void)
 {
-    amqp_down(closed_port());
-    kafka_down(closed_port());
-    redis_down(closed_port());
+    amqp_down(sbt_free_port());
+    kafka_down(sbt_free_port());
+    redis_down(sbt_free_port());
     return 0;
 }

@@ -26,19 +26,6 @@
 static const char *url;
 static int admin_port;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    SBT_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    SBT_CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 typedef struct {
     int status;
     char body[16384];
@@ -47,33 +34,11 @@ typedef struct {
 /* One HTTP/1.1 request with Connection: close; the status and the body. */
 static resp_t http(const char *method, const char *path, const char *token, const char *body)
 {
-    resp_t r = {.status = -1};
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    SBT_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    SBT_CHECK_MSG(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect to admin port %d",
-                  admin_port);
-    char req[4096];
-    char auth[128] = "";
-    if (token)
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     method, path, auth, body ? strlen(body) : 0, body ? body : "");
-    SBT_CHECK(n > 0 && (size_t)n < sizeof req);
-    SBT_CHECK(write(fd, req, (size_t)n) == n);
-    static char buf[32768];
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof buf - 1 && (k = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)k;
-    buf[got] = '\0';
-    close(fd);
-    sscanf(buf, "HTTP/1.1 %d", &r.status);
-    const char *b = strstr(buf, "\r\n\r\n");
-    snprintf(r.body, sizeof r.body, "%s", b ? b + 4 : "");
+    resp_t r;
+    char *b;
+    r.status = sbt_http(admin_port, method, path, token, body, &b);
+    snprintf(r.body, sizeof r.body, "%s", b ? b : "");
+    free(b);
     return r;
 }
 
@@ -172,7 +137,7 @@ int main(void)
     url = sbt_service("SB_TEST_AMQP_URL", "RabbitMQ");
     amqp_connection_state_t c = sbt_amqp_connect(url);
     SBT_CHECK_MSG(c != NULL, "cannot connect to RabbitMQ at %s", url);
-    admin_port = free_port();
+    admin_port = sbt_free_port();
     char *exchange = sbt_unique_name("sbt.areplay.x");
     char *queue = sbt_unique_name("sbt.areplay.q");
     char dlq_name[256], dlx[256];

@@ -26,43 +26,12 @@ static char *cfg_path;
 /* Runs `switchboard dlq -c CFG args...`, stdout to out_path (may be NULL); exit status. */
 static int dlq(const char *out_path, const char *const *args)
 {
-    pid_t pid = fork();
-    SBT_CHECK(pid >= 0);
-    if (pid == 0) {
-        const char *argv[32];
-        size_t n = 0;
-        argv[n++] = SB_BIN;
-        argv[n++] = "dlq";
-        argv[n++] = "-c";
-        argv[n++] = cfg_path;
-        for (size_t i = 0; args[i] && n < 31; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        if (out_path && !freopen(out_path, "w", stdout))
-            _exit(127);
-        execv(SB_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    SBT_CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return sbt_run_cli((const char *const[]){"dlq", "-c", cfg_path, NULL}, args, out_path, NULL);
 }
 
 static json_t *load_lines(const char *path, size_t *n)
 {
-    json_t *arr = json_array();
-    FILE *f = fopen(path, "r");
-    SBT_CHECK(f != NULL);
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        json_error_t e;
-        json_t *j = json_loads(line, 0, &e);
-        SBT_CHECK_MSG(j != NULL, "%s: not JSON: %s (%s)", path, line, e.text);
-        json_array_append_new(arr, j);
-    }
-    free(line);
-    fclose(f);
+    json_t *arr = sbt_load_json_lines(path);
     *n = json_array_size(arr);
     return arr;
 }

@@ -143,45 +143,12 @@ static void disown_child(pid_t pid)
  * NULL); returns its exit status. */
 static int dlqv(const char *out_path, const char *const *args)
 {
-    fflush(NULL); /* freopen in the child would flush our buffered output again */
-    pid_t pid = fork();
-    SBT_CHECK(pid >= 0);
-    if (pid == 0) {
-        const char *argv[40];
-        size_t n = 0;
-        argv[n++] = SB_BIN;
-        argv[n++] = "dlq";
-        argv[n++] = "-c";
-        argv[n++] = cfg_path;
-        for (size_t i = 0; args[i] && n < 39; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        if (out_path && !freopen(out_path, "w", stdout))
-            _exit(127);
-        execv(SB_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    SBT_CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return sbt_run_cli((const char *const[]){"dlq", "-c", cfg_path, NULL}, args, out_path, NULL);
 }
 
 static json_t *load_lines(const char *path)
 {
-    json_t *arr = json_array();
-    FILE *f = fopen(path, "r");
-    SBT_CHECK(f != NULL);
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, f) > 0) {
-        json_error_t e;
-        json_t *j = json_loads(line, 0, &e);
-        SBT_CHECK_MSG(j != NULL, "%s: not JSON: %s (%s)", path, line, e.text);
-        json_array_append_new(arr, j);
-    }
-    free(line);
-    fclose(f);
-    return arr;
+    return sbt_load_json_lines(path);
 }
 
 static const char *rec_id(json_t *rec)
@@ -311,53 +278,14 @@ static bool wait_settled_rmq(const char *q, long ready, int timeout_ms)
 
 /* ---- the consumer, its admin endpoint, Redis -------------------------------------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-              getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* GET /metrics; malloc'd response, or NULL when the endpoint does not answer. */
+/* GET /metrics; the malloc'd body, or NULL when the endpoint does not answer 200. */
 static char *get_metrics(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    SBT_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return NULL;
-    }
-    const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
-        close(fd);
-        return NULL;
-    }
-    size_t len = 0, cap = 65536;
-    char *buf = malloc(cap);
-    SBT_CHECK(buf != NULL);
-    ssize_t r;
-    while ((r = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)r;
-        if (len + 1 == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            SBT_CHECK(buf != NULL);
-        }
-    }
-    close(fd);
-    buf[len] = '\0';
-    if (strncmp(buf, "HTTP/1.", 7) != 0 || !strstr(buf, " 200 ")) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
+    char *body;
+    int st = sbt_http(port, "GET", "/metrics", NULL, NULL, &body);
+    if (st != 200)
+        free(body);
+    return st == 200 ? body : NULL;
 }
 
 /* The value of the first sample whose line starts with `prefix`; -1 when absent. */
@@ -770,7 +698,7 @@ static void part_interrupted(void)
     char *rlog = temp_file("", ".log");
     char *out = temp_file("", ".out");
     redis_prefix = sbt_unique_name("sbt:dlqr:");
-    int port = free_port();
+    int port = sbt_free_port();
 
     const char *fmt = "service: {name: dlq-replay-kill, shutdown_timeout: 20s}\n"
                       "admin: {listen: \"%s\"}\n"

@@ -77,28 +77,7 @@ static char *track_file(char *path)
 /* `switchboard dlq -c cfg args...`, stdout to out_path, stderr to err_path; the exit status. */
 static int dlq(const char *cfg, const char *const *args)
 {
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    SBT_CHECK(pid >= 0);
-    if (pid == 0) {
-        const char *argv[40];
-        size_t n = 0;
-        argv[n++] = SB_BIN;
-        argv[n++] = "dlq";
-        argv[n++] = "-c";
-        argv[n++] = cfg;
-        for (size_t i = 0; args[i] && n < 39; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        if (!freopen(out_path, "w", stdout) || !freopen(err_path, "w", stderr))
-            _exit(127);
-        execv(SB_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    SBT_CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return sbt_run_cli((const char *const[]){"dlq", "-c", cfg, NULL}, args, out_path, err_path);
 }
 
 static void dump(const char *path)
@@ -363,48 +342,16 @@ static long committed_sum(rd_kafka_t *rk, const char *topic, int np)
     return sum;
 }
 
-static void admin_wait(rd_kafka_t *rk, rd_kafka_queue_t *q)
-{
-    (void)rk;
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-}
-
-static void delete_all(char *const *topics, size_t nt, char *const *grps, size_t ng)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopic_t *dt[12];
-    for (size_t i = 0; i < nt; i++)
-        dt[i] = rd_kafka_DeleteTopic_new(topics[i]);
-    rd_kafka_DeleteTopics(rk, dt, nt, NULL, q);
-    admin_wait(rk, q);
-    rd_kafka_DeleteTopic_destroy_array(dt, nt);
-    rd_kafka_DeleteGroup_t *dg[6];
-    for (size_t i = 0; i < ng; i++)
-        dg[i] = rd_kafka_DeleteGroup_new(grps[i]);
-    rd_kafka_DeleteGroups(rk, dg, ng, NULL, q);
-    admin_wait(rk, q);
-    rd_kafka_DeleteGroup_destroy_array(dg, ng);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 /* Kills what still runs, deletes the topics and groups and the files. */
 static void cleanup(void)
 {
     for (size_t i = 0; i < 4; i++)
         if (cl.pids[i] > 0)
             sbt_stop(cl.pids[i], SIGKILL, 10000);
-    if (brokers && (cl.nt || cl.ng))
-        delete_all(cl.topics, cl.nt, cl.groups, cl.ng);
+    if (brokers) {
+        sbt_kafka_delete_topics(brokers, (const char *const *)cl.topics, cl.nt);
+        sbt_kafka_delete_groups(brokers, (const char *const *)cl.groups, cl.ng);
+    }
     for (size_t i = 0; i < cl.nt; i++)
         free(cl.topics[i]);
     for (size_t i = 0; i < cl.ng; i++)
@@ -775,53 +722,15 @@ static void check_interrupted_replay(const char *cfg_ok, const char *dlq_topic, 
 
 static int admin_port;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    SBT_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    SBT_CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* One HTTP/1.1 request to the admin port (Connection: close): the status; the body in
  * `body_out` (static storage, valid until the next call). -1 when nothing listens. */
 static int http(const char *method, const char *path, const char *body, const char **body_out)
 {
-    static char buf[32768];
-    buf[0] = '\0';
-    *body_out = buf;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    SBT_CHECK(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                     "Authorization: Bearer " TOKEN "\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n%s",
-                     method, path, body ? strlen(body) : 0, body ? body : "");
-    SBT_CHECK(n > 0 && (size_t)n < sizeof req);
-    SBT_CHECK(write(fd, req, (size_t)n) == n);
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof buf - 1 && (k = read(fd, buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)k;
-    buf[got] = '\0';
-    close(fd);
-    int status = -1;
-    sscanf(buf, "HTTP/1.1 %d", &status);
-    const char *b = strstr(buf, "\r\n\r\n");
-    *body_out = b ? b + 4 : "";
-    return status;
+    static char *buf;
+    free(buf);
+    int st = sbt_http(admin_port, method, path, TOKEN, body, &buf);
+    *body_out = buf ? buf : "";
+    return st;
 }
 
 /* POST /replay `req`, wait until the job is no longer running; its final document. */
@@ -857,7 +766,7 @@ static json_t *admin_job(const char *req)
 static void check_admin_type(const char *topic, const char *group, const char *ledger,
                              const char *log, const kt_events_t *ev)
 {
-    admin_port = free_port();
+    admin_port = sbt_free_port();
     char yaml[2048];
     snprintf(yaml, sizeof yaml,
              "service: {name: sbt-dlqfk-admin, shutdown_timeout: 20s}\n"
@@ -934,23 +843,7 @@ static int64_t committed_meta(rd_kafka_t *rk, const char *topic, char *md, size_
 /* "N <word>" in the summary line on stderr ("7 replayed"), or -1. */
 static long summary_count(const char *word)
 {
-    FILE *f = fopen(err_path, "r");
-    char line[1024], pat[64];
-    long n = -1;
-    snprintf(pat, sizeof pat, " %s", word);
-    while (f && fgets(line, sizeof line, f)) {
-        char *w = strncmp(line, "switchboard dlq ", 16) == 0 ? strstr(line, pat) : NULL;
-        if (!w)
-            continue;
-        char *p = w;
-        while (p > line && p[-1] >= '0' && p[-1] <= '9')
-            p--;
-        if (p < w)
-            n = strtol(p, NULL, 10);
-    }
-    if (f)
-        fclose(f);
-    return n;
+    return sbt_dlq_summary_count(err_path, word);
 }
 
 /* Hand-made dead letters of two types interleaved in the one partition of <itopic>.dlq. */

@@ -38,28 +38,7 @@ static const char *err_path; /* when set, dlq() writes stderr there */
 /* `switchboard dlq -c cfg args...` with stdout to out_path; the exit status. */
 static int dlq(const char *cfg, const char *out_path, const char *const *args)
 {
-    fflush(stdout);
-    pid_t pid = fork();
-    SBT_CHECK(pid >= 0);
-    if (pid == 0) {
-        const char *argv[32];
-        size_t n = 0;
-        argv[n++] = SB_BIN;
-        argv[n++] = "dlq";
-        argv[n++] = "-c";
-        argv[n++] = cfg;
-        for (size_t i = 0; args[i] && n < 31; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        if ((out_path && !freopen(out_path, "w", stdout)) ||
-            (err_path && !freopen(err_path, "w", stderr)))
-            _exit(127);
-        execv(SB_BIN, (char *const *)argv);
-        _exit(127);
-    }
-    int st;
-    SBT_CHECK(waitpid(pid, &st, 0) == pid);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return sbt_run_cli((const char *const[]){"dlq", "-c", cfg, NULL}, args, out_path, err_path);
 }
 
 /* stats --json: how many dead letters of `reason` lie behind the replay group's offset. */
@@ -77,27 +56,6 @@ static long stats_count(const char *cfg, const char *out, const char *reason)
     return r;
 }
 
-static void delete_topics(const char *brokers, const char *const *names, size_t n)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_DeleteTopic_t *dt[8];
-    for (size_t i = 0; i < n; i++)
-        dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, dt, n, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_DeleteTopic_destroy_array(dt, n);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 /* ---- the done set's bound ----------------------------------------------------------------- */
 
 enum { NO = 4400 };
@@ -105,23 +63,7 @@ enum { NO = 4400 };
 /* "N <word>" in the summary line of err_path ("12 purged"), or -1. */
 static long summary_count(const char *word)
 {
-    FILE *f = fopen(err_path, "r");
-    char line[2048], pat[64];
-    long n = -1;
-    snprintf(pat, sizeof pat, " %s", word);
-    while (f && fgets(line, sizeof line, f)) {
-        char *w = strncmp(line, "switchboard dlq ", 16) == 0 ? strstr(line, pat) : NULL;
-        if (!w)
-            continue;
-        char *p = w;
-        while (p > line && p[-1] >= '0' && p[-1] <= '9')
-            p--;
-        if (p < w)
-            n = strtol(p, NULL, 10);
-    }
-    if (f)
-        fclose(f);
-    return n;
+    return sbt_dlq_summary_count(err_path, word);
 }
 
 static void dump_err(void)
@@ -316,27 +258,6 @@ static void check_metadata_read(const char *brokers, const char *cfg, const char
            "foreign, refused when unknown or damaged\n");
 }
 
-static void delete_groups(const char *brokers, const char *const *names, size_t n)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_DeleteGroup_t *dg[4];
-    for (size_t i = 0; i < n; i++)
-        dg[i] = rd_kafka_DeleteGroup_new(names[i]);
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteGroups(rk, dg, n, NULL, q);
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-    if (ev)
-        rd_kafka_event_destroy(ev);
-    rd_kafka_DeleteGroup_destroy_array(dg, n);
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 int main(void)
 {
     const char *brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
@@ -427,8 +348,8 @@ int main(void)
     char *dlqt = malloc(strlen(topic) + 8), *retryt = malloc(strlen(topic) + 8);
     sprintf(dlqt, "%s.dlq", topic);
     sprintf(retryt, "%s.retry", topic);
-    delete_topics(brokers, (const char *const[]){topic, dlqt, retryt, otopic}, 4);
-    delete_groups(brokers, (const char *const[]){group, replay_group}, 2);
+    sbt_kafka_delete_topics(brokers, (const char *const[]){topic, dlqt, retryt, otopic}, 4);
+    sbt_kafka_delete_groups(brokers, (const char *const[]){group, replay_group}, 2);
     unlink(errf);
     free(errf);
     free(otopic);

@@ -54,47 +54,15 @@ static struct {
 
 static void redis_delete_prefix(const char *prefix);
 
-static void delete_kafka(void)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    if (cl.nt) {
-        rd_kafka_DeleteTopic_t *dt[16];
-        for (size_t i = 0; i < cl.nt; i++)
-            dt[i] = rd_kafka_DeleteTopic_new(cl.topics[i]);
-        rd_kafka_DeleteTopics(rk, dt, cl.nt, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteTopic_destroy_array(dt, cl.nt);
-    }
-    if (cl.ng) {
-        rd_kafka_DeleteGroup_t *dg[4];
-        for (size_t i = 0; i < cl.ng; i++)
-            dg[i] = rd_kafka_DeleteGroup_new(cl.groups[i]);
-        rd_kafka_DeleteGroups(rk, dg, cl.ng, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteGroup_destroy_array(dg, cl.ng);
-    }
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 static void cleanup(void)
 {
     if (cl.pid > 0)
         sbt_stop(cl.pid, SIGKILL, 10000);
     cl.pid = 0;
-    if (brokers)
-        delete_kafka();
+    if (brokers) {
+        sbt_kafka_delete_topics(brokers, (const char *const *)cl.topics, cl.nt);
+        sbt_kafka_delete_groups(brokers, (const char *const *)cl.groups, cl.ng);
+    }
     for (size_t i = 0; i < cl.np; i++)
         redis_delete_prefix(cl.prefixes[i]);
     bool keep = getenv("SB_TEST_KEEP") != NULL;

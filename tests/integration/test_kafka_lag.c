@@ -19,60 +19,14 @@
 #define N        1000
 #define PROMTOOL "/usr/bin/promtool"
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* The body of GET /metrics (malloc'd), or NULL when the request failed or was not a 200. */
 static char *get_metrics(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return NULL;
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    char *buf = NULL;
-    size_t got = 0, cap = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof req - 1)) {
-        close(fd);
-        return NULL;
-    }
-    for (;;) {
-        if (cap - got < 4096) {
-            cap = cap ? 2 * cap : 65536;
-            buf = realloc(buf, cap);
-            SBT_CHECK(buf != NULL);
-        }
-        ssize_t r = recv(fd, buf + got, cap - got - 1, 0);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf)
-        return NULL;
-    buf[got] = '\0';
-    int status = 0;
-    char *body = strstr(buf, "\r\n\r\n");
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || status != 200 || !body) {
-        free(buf);
-        return NULL;
-    }
-    memmove(buf, body + 4, strlen(body + 4) + 1);
-    return buf;
+    char *body;
+    int st = sbt_http(port, "GET", "/metrics", NULL, NULL, &body);
+    if (st != 200)
+        free(body);
+    return st == 200 ? body : NULL;
 }
 
 /* Sums the lag series of `topic`; *series gets how many there are. */
@@ -138,7 +92,7 @@ int main(void)
     SBT_CHECK(sbt_kafka_produce(brokers, topic, -1, (const char *const *)bodies,
                                 (const char *const *)keys, N, 30000) == 0);
 
-    int port = free_port();
+    int port = sbt_free_port();
     char y[2048];
     snprintf(y, sizeof y,
              "service: {name: sbt-klag, shutdown_timeout: 3s, max_inflight: 1}\n"

@@ -258,53 +258,19 @@ static void cleanup(void)
     }
     if (!g_prefix)
         return;
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", g_brokers, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, NULL);
     char *names[64];
     size_t n = list_topics(rk, g_prefix, names, 64);
-    if (n) {
-        rd_kafka_DeleteTopic_t *dt[64];
-        for (size_t i = 0; i < n; i++)
-            dt[i] = rd_kafka_DeleteTopic_new(names[i]);
-        rd_kafka_DeleteTopics(rk, dt, n, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        const rd_kafka_DeleteTopics_result_t *res =
-            ev ? rd_kafka_event_DeleteTopics_result(ev) : NULL;
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr =
-            res ? rd_kafka_DeleteTopics_result_topics(res, &cnt) : NULL;
-        for (size_t i = 0; i < cnt; i++)
-            if (rd_kafka_topic_result_error(tr[i]))
-                fprintf(stderr, "cleanup: deleting %s: %s\n", rd_kafka_topic_result_name(tr[i]),
-                        rd_kafka_topic_result_error_string(tr[i]));
-        if (!ev)
-            fprintf(stderr, "cleanup: deleting %zu topics timed out\n", n);
-        else
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteTopic_destroy_array(dt, n);
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-    }
-    rd_kafka_DeleteGroup_t *dg[2];
+    rd_kafka_destroy(rk);
+    sbt_kafka_delete_topics(g_brokers, (const char *const *)names, n);
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    const char *groups[2];
     size_t ng = 0;
     for (size_t i = 0; i < 2; i++)
         if (g_groups[i])
-            dg[ng++] = rd_kafka_DeleteGroup_new(g_groups[i]);
-    if (ng) {
-        rd_kafka_DeleteGroups(rk, dg, ng, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteGroup_destroy_array(dg, ng);
-    }
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
+            groups[ng++] = g_groups[i];
+    sbt_kafka_delete_groups(g_brokers, groups, ng);
     printf("cleanup: deleted %zu topics with prefix %s and %zu groups\n", n, g_prefix, ng);
 }
 

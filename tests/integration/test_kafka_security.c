@@ -81,47 +81,15 @@ static char *keep_file(char *f)
     return cl.files[cl.nf++] = f;
 }
 
-static void delete_kafka(void)
-{
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, err, sizeof err);
-    rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-    if (!rk)
-        return;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
-    if (cl.nt) {
-        rd_kafka_DeleteTopic_t *dt[32];
-        for (size_t i = 0; i < cl.nt; i++)
-            dt[i] = rd_kafka_DeleteTopic_new(cl.topics[i]);
-        rd_kafka_DeleteTopics(rk, dt, cl.nt, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteTopic_destroy_array(dt, cl.nt);
-    }
-    if (cl.ng) {
-        rd_kafka_DeleteGroup_t *dg[16];
-        for (size_t i = 0; i < cl.ng; i++)
-            dg[i] = rd_kafka_DeleteGroup_new(cl.groups[i]);
-        rd_kafka_DeleteGroups(rk, dg, cl.ng, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
-        if (ev)
-            rd_kafka_event_destroy(ev);
-        rd_kafka_DeleteGroup_destroy_array(dg, cl.ng);
-    }
-    rd_kafka_queue_destroy(q);
-    rd_kafka_destroy(rk);
-}
-
 static void cleanup(void)
 {
     if (cl.pid > 0)
         sbt_stop(cl.pid, SIGKILL, 10000);
     cl.pid = 0;
-    if (brokers)
-        delete_kafka();
+    if (brokers) {
+        sbt_kafka_delete_topics(brokers, (const char *const *)cl.topics, cl.nt);
+        sbt_kafka_delete_groups(brokers, (const char *const *)cl.groups, cl.ng);
+    }
     bool keep = getenv("SB_TEST_KEEP") != NULL;
     for (size_t i = 0; i < cl.nf; i++) {
         if (!keep)
@@ -137,48 +105,14 @@ static void cleanup(void)
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* HTTP status of GET path on 127.0.0.1:port (body, up to cap bytes, in body), or -1. */
 static int http_get(int port, const char *path, char *body, size_t cap)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {3, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    char req[256], buf[4096];
-    int len = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    size_t got = 0;
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        send(fd, req, (size_t)len, MSG_NOSIGNAL) != len) {
-        close(fd);
-        return -1;
-    }
-    ssize_t r;
-    while (got < sizeof buf - 1 && (r = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0)
-        got += (size_t)r;
-    close(fd);
-    buf[got] = '\0';
-    int status = -1;
-    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    const char *b = strstr(buf, "\r\n\r\n");
-    snprintf(body, cap, "%s", b ? b + 4 : "");
-    return status;
+    char *b;
+    int st = sbt_http(port, "GET", path, NULL, NULL, &b);
+    snprintf(body, cap, "%s", b ? b : "");
+    free(b);
+    return st;
 }
 
 static size_t file_has(const char *path, const char *needle)
@@ -229,7 +163,7 @@ static void run_case(const ksec_case_t *c)
     SBT_CHECK(sbt_kafka_produce(brokers, topic, -1, (const char *const *)ev.bodies,
                                 (const char *const *)ev.keys, N, 30000) == 0);
 
-    int port = free_port();
+    int port = sbt_free_port();
     char y[4096];
     snprintf(y, sizeof y,
              "service: {name: sbt-ksec, shutdown_timeout: 10s}\n"

@@ -448,6 +448,111 @@ rd_kafka_message_t *sbt_kafka_poll(rd_kafka_t *consumer, int timeout_ms)
     }
 }
 
+/* An admin client (a producer handle) for the delete helpers; NULL with the reason printed. */
+static rd_kafka_t *admin_client(const char *brokers)
+{
+    char err[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf(brokers), err, sizeof err);
+    if (!rk)
+        fprintf(stderr, "kafka admin client: %s\n", err);
+    return rk;
+}
+
+/* Waits for the admin result on q; NULL (printed) when the broker did not answer in time or
+ * the whole request failed. */
+static rd_kafka_event_t *admin_result(rd_kafka_queue_t *q, const char *what, size_t n)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 15000);
+    if (!ev) {
+        fprintf(stderr, "kafka: deleting %zu %s timed out\n", n, what);
+        return NULL;
+    }
+    if (rd_kafka_event_error(ev)) {
+        fprintf(stderr, "kafka: deleting %zu %s: %s\n", n, what, rd_kafka_event_error_string(ev));
+        rd_kafka_event_destroy(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+size_t sbt_kafka_delete_topics(const char *brokers, const char *const *names, size_t n)
+{
+    if (n == 0)
+        return 0;
+    rd_kafka_t *rk = admin_client(brokers);
+    if (!rk)
+        return n;
+    rd_kafka_DeleteTopic_t **dt = calloc(n, sizeof *dt);
+    SBT_CHECK(dt != NULL);
+    for (size_t i = 0; i < n; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, dt, n, NULL, q);
+    size_t failed = n;
+    rd_kafka_event_t *ev = admin_result(q, "topics", n);
+    if (ev) {
+        const rd_kafka_DeleteTopics_result_t *res = rd_kafka_event_DeleteTopics_result(ev);
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **tr =
+            res ? rd_kafka_DeleteTopics_result_topics(res, &cnt) : NULL;
+        failed = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+            if (!e)
+                continue;
+            failed++;
+            if (e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+                fprintf(stderr, "kafka: deleting topic %s: %s\n", rd_kafka_topic_result_name(tr[i]),
+                        rd_kafka_topic_result_error_string(tr[i]));
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_DeleteTopic_destroy_array(dt, n);
+    free(dt);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return failed;
+}
+
+size_t sbt_kafka_delete_groups(const char *brokers, const char *const *names, size_t n)
+{
+    if (n == 0)
+        return 0;
+    rd_kafka_t *rk = admin_client(brokers);
+    if (!rk)
+        return n;
+    rd_kafka_DeleteGroup_t **dg = calloc(n, sizeof *dg);
+    SBT_CHECK(dg != NULL);
+    for (size_t i = 0; i < n; i++)
+        dg[i] = rd_kafka_DeleteGroup_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteGroups(rk, dg, n, NULL, q);
+    size_t failed = n;
+    rd_kafka_event_t *ev = admin_result(q, "groups", n);
+    if (ev) {
+        const rd_kafka_DeleteGroups_result_t *res = rd_kafka_event_DeleteGroups_result(ev);
+        size_t cnt = 0;
+        const rd_kafka_group_result_t **gr =
+            res ? rd_kafka_DeleteGroups_result_groups(res, &cnt) : NULL;
+        failed = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            const rd_kafka_error_t *e = rd_kafka_group_result_error(gr[i]);
+            if (!e)
+                continue;
+            failed++;
+            if (rd_kafka_error_code(e) != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND)
+                fprintf(stderr, "kafka: deleting group %s: %s\n", rd_kafka_group_result_name(gr[i]),
+                        rd_kafka_error_string(e));
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_DeleteGroup_destroy_array(dg, n);
+    free(dg);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+    return failed;
+}
+
 /* ---- child processes and the record ledger ------------------------------------------- */
 
 #include <fcntl.h>
@@ -581,4 +686,160 @@ void sbt_ledger_check(const char *path, const char *const *expected, size_t n, s
     }
     free(sorted);
     free(seen);
+}
+
+int sbt_run_cli(const char *const *head, const char *const *tail, const char *out_path,
+                const char *err_path)
+{
+    fflush(NULL); /* else the child's freopen would flush our buffered output a second time */
+    pid_t pid = fork();
+    SBT_CHECK_MSG(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        const char *argv[62];
+        size_t n = 0;
+        argv[n++] = SB_BIN;
+        for (size_t i = 0; head[i] && n < 61; i++)
+            argv[n++] = head[i];
+        for (size_t i = 0; tail && tail[i] && n < 61; i++)
+            argv[n++] = tail[i];
+        argv[n] = NULL;
+        if ((out_path && !freopen(out_path, "w", stdout)) ||
+            (err_path && !freopen(err_path, "w", stderr)))
+            _exit(127);
+        execv(SB_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    SBT_CHECK(waitpid(pid, &st, 0) == pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- HTTP (the admin endpoint) ---------------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+int sbt_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    SBT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    SBT_CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+int sbt_http(int port, const char *method, const char *path, const char *token, const char *body,
+             char **resp_body)
+{
+    if (resp_body)
+        *resp_body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    char auth[256] = "", clen[96] = "";
+    if (token)
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    if (body)
+        snprintf(clen, sizeof clen, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                 strlen(body));
+    size_t req_cap = strlen(method) + strlen(path) + (body ? strlen(body) : 0) + 512;
+    char *req = malloc(req_cap);
+    SBT_CHECK(req != NULL);
+    int len = snprintf(req, req_cap,
+                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s\r\n%s",
+                       method, path, auth, clen, body ? body : "");
+    SBT_CHECK(len > 0 && (size_t)len < req_cap);
+    size_t off = 0;
+    bool sent = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    while (sent && off < (size_t)len) {
+        ssize_t k = send(fd, req + off, (size_t)len - off, MSG_NOSIGNAL);
+        if (k <= 0)
+            sent = false;
+        else
+            off += (size_t)k;
+    }
+    free(req);
+    if (!sent) {
+        close(fd);
+        return -1;
+    }
+    size_t got = 0, cap = 16384;
+    char *buf = malloc(cap);
+    SBT_CHECK(buf != NULL);
+    for (;;) {
+        if (cap - got < 4096) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            SBT_CHECK(buf != NULL);
+        }
+        ssize_t k = recv(fd, buf + got, cap - got - 1, 0);
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    close(fd);
+    buf[got] = '\0';
+    int status = -1;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+        free(buf);
+        return -1;
+    }
+    if (resp_body) {
+        const char *b = strstr(buf, "\r\n\r\n");
+        b = b ? b + 4 : buf + got;
+        memmove(buf, b, strlen(b) + 1);
+        *resp_body = buf;
+    } else {
+        free(buf);
+    }
+    return status;
+}
+
+long sbt_dlq_summary_count(const char *err_path, const char *word)
+{
+    FILE *f = fopen(err_path, "r");
+    char line[2048], pat[64];
+    long n = -1;
+    snprintf(pat, sizeof pat, " %s", word);
+    while (f && fgets(line, sizeof line, f)) {
+        char *w = strncmp(line, "switchboard dlq ", 16) == 0 ? strstr(line, pat) : NULL;
+        if (!w)
+            continue;
+        char *p = w;
+        while (p > line && p[-1] >= '0' && p[-1] <= '9')
+            p--;
+        if (p < w)
+            n = strtol(p, NULL, 10);
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+json_t *sbt_load_json_lines(const char *path)
+{
+    json_t *arr = json_array();
+    FILE *f = fopen(path, "r");
+    SBT_CHECK_MSG(f != NULL, "%s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_error_t e;
+        json_t *j = json_loads(line, 0, &e);
+        SBT_CHECK_MSG(j != NULL, "%s: not JSON: %s (%s)", path, line, e.text);
+        json_array_append_new(arr, j);
+    }
+    free(line);
+    fclose(f);
+    return arr;
 }

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include <amqp.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
 #define SBT_SKIP 77
@@ -77,6 +78,35 @@ size_t sbt_count_lines(const char *path);
 void sbt_ledger_check(const char *path, const char *const *expected, size_t n, size_t *missing,
                       size_t *dups, size_t *unexpected);
 
+/* Runs `switchboard <head...> <tail...>` (SB_BIN; both NULL-terminated, tail may be NULL; at
+ * most 60 arguments) and waits for it. Its stdout goes to out_path and its stderr to err_path
+ * (each truncated first; NULL: inherited). Our buffered output is flushed before the fork, so
+ * the child cannot write it again. Returns the exit status (128+signal if killed by one). */
+int sbt_run_cli(const char *const *head, const char *const *tail, const char *out_path,
+                const char *err_path);
+
+/* "N <word>" from the summary line `switchboard dlq` wrote to err_path (e.g. word "purged"
+ * in "... 12 purged ..."): N, or -1 when no summary line names it (the last one wins). */
+long sbt_dlq_summary_count(const char *err_path, const char *word);
+
+/* Reads a file of one JSON document per line (`dlq list --json`, the record ledger) into a
+ * new array the caller owns (json_decref). A line that is not JSON fails the test. */
+json_t *sbt_load_json_lines(const char *path);
+
+/* ---- HTTP (the admin endpoint) ---------------------------------------------------------- */
+
+/* A loopback TCP port that was free a moment ago (bind to port 0, read it, close): for an
+ * admin listener, or as a port where nothing listens. */
+int sbt_free_port(void);
+
+/* One HTTP/1.1 request to 127.0.0.1:port with Connection: close; token (may be NULL) is sent
+ * as "Authorization: Bearer <token>" and body (may be NULL) as a JSON body. Each send and
+ * receive waits at most 5 s. Returns the status, or -1 when nothing answered (no listener, no
+ * status line). When resp_body is not NULL it gets the response body, malloc'd and
+ * NUL-terminated ("" when there is none), or NULL on -1: the caller frees it. */
+int sbt_http(int port, const char *method, const char *path, const char *token, const char *body,
+             char **resp_body);
+
 /* ---- RabbitMQ --------------------------------------------------------------------------- */
 
 /* Connects and opens channel 1. URL as amqp://user:pass@host:port/vhost. NULL on failure,
@@ -122,5 +152,14 @@ rd_kafka_t *sbt_kafka_consumer(const char *brokers, const char *group, const cha
  * message with rd_kafka_message_destroy(). NULL on timeout. Errors such as partition EOF
  * are skipped. */
 rd_kafka_message_t *sbt_kafka_poll(rd_kafka_t *consumer, int timeout_ms);
+
+/* Deletes the topics names[0..n) (n may be 0) through the admin API and waits up to 15 s
+ * for the broker's answer. Meant for cleanup, also at exit after a failed check: errors are
+ * printed to stderr (except "does not exist") and counted, never fatal. Returns how many
+ * were not deleted (all n when the broker did not answer); the names stay the caller's. */
+size_t sbt_kafka_delete_topics(const char *brokers, const char *const *names, size_t n);
+
+/* The same for consumer groups: deletes groups names[0..n) and their committed offsets. */
+size_t sbt_kafka_delete_groups(const char *brokers, const char *const *names, size_t n);
 
 #endif
