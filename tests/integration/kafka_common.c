@@ -67,11 +67,13 @@ char *kt_config(const char *brokers, const char *topic, const char *group, const
              "    bind: [\"#\"]\n"
              "    config: {path: %s}\n"
              "%s"
-             "idempotency: {store: none}\n"
+             "%s"
              "admin: {listen: \"\"}\n"
              "%s",
              brokers, group, topic, kafka_extra ? kafka_extra : "", ledger,
-             handlers ? handlers : "", top_extra ? top_extra : "");
+             handlers ? handlers : "",
+             top_extra && strstr(top_extra, "idempotency:") ? "" : "idempotency: {store: none}\n",
+             top_extra ? top_extra : "");
     char *path = sbt_write_temp(y, ".yaml");
     free(y);
     return path;

@@ -19,7 +19,8 @@ void kt_events_free(kt_events_t *ev);
 /* Writes a config: kafka transport on brokers/topic/group, the record handler writing to
  * ledger first, then `handlers` (YAML list items, may be NULL), `kafka_extra` lines under
  * transport.kafka (each line indented by 4 spaces already, may be NULL) and `top_extra`
- * top-level YAML (may be NULL). Returns the malloc'd path. */
+ * top-level YAML (may be NULL). Idempotency is off unless top_extra sets `idempotency:`.
+ * Returns the malloc'd path. */
 char *kt_config(const char *brokers, const char *topic, const char *group, const char *ledger,
                 const char *kafka_extra, const char *handlers, const char *top_extra);
 

@@ -3,18 +3,42 @@
  * (an asynchronous handler), so revokes meet messages in flight. Idempotency is off
  * (store: none): only the commit logic keeps ids from being handled twice. Every id must be
  * in the record ledger exactly once. Run with cooperative-sticky and with eager (range)
- * assignment. */
+ * assignment; then both again with the Redis store (SB_TEST_REDIS_URL), where partition
+ * order hands messages over ahead of their turn (claim-ahead), so revokes also meet
+ * messages claimed and waiting for their turn. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "kafka_common.h"
 #include "sbtest.h"
 
 #define N 3000
 
-static void scenario(const char *brokers, const char *strategy)
+/* Deletes the keys this run wrote (prefix "<group>:") from the shared Redis. */
+static void drop_keys(const char *redis_url, const char *group)
+{
+    char host[128] = "127.0.0.1";
+    int port = 6379;
+    sscanf(redis_url, "redis://%127[^:/]:%d", host, &port);
+    redisContext *c = redisConnect(host, port);
+    SBT_CHECK(c && !c->err);
+    unsigned long long cursor = 0;
+    do {
+        redisReply *r = redisCommand(c, "SCAN %llu MATCH %s:* COUNT 1000", cursor, group);
+        SBT_CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+        cursor = strtoull(r->element[0]->str, NULL, 10);
+        for (size_t i = 0; i < r->element[1]->elements; i++)
+            freeReplyObject(redisCommand(c, "DEL %s", r->element[1]->element[i]->str));
+        freeReplyObject(r);
+    } while (cursor != 0);
+    redisFree(c);
+}
+
+static void scenario(const char *brokers, const char *strategy, const char *redis_url)
 {
     char *topic = sbt_unique_name("sbt-kreb");
     char *group = sbt_unique_name("sbt-kreb-g");
@@ -34,7 +58,12 @@ static void scenario(const char *brokers, const char *strategy)
              strategy);
     snprintf(handlers, sizeof handlers,
              "  - name: slow\n    module: %s\n    config: {delay_ms: 4}\n", MOD_ASYNC);
-    char *cfg = kt_config(brokers, topic, group, ledger, extra, handlers, NULL);
+    char idem[512] = "";
+    if (redis_url)
+        snprintf(idem, sizeof idem,
+                 "idempotency: {store: redis, redis: {url: \"%s\", prefix: \"%s:\"}}\n", redis_url,
+                 group);
+    char *cfg = kt_config(brokers, topic, group, ledger, extra, handlers, redis_url ? idem : NULL);
 
     pid_t a = kt_run(cfg, log), b = kt_run(cfg, log);
     bool ok = sbt_wait_lines(ledger, 300, 60000);
@@ -68,10 +97,12 @@ static void scenario(const char *brokers, const char *strategy)
                   unexpected);
     size_t revokes = kt_grep(log, "kafka: revoking");
     SBT_CHECK_MSG(revokes >= 2, "%s: only %zu revokes logged", strategy, revokes);
-    printf("ok: %s: %d ids once each; join at %zu, leave at %zu handled; %zu revokes, "
+    printf("ok: %s%s: %d ids once each; join at %zu, leave at %zu handled; %zu revokes, "
            "%zu waited for in-flight messages\n",
-           strategy, N, (size_t)300, before_leave, revokes,
-           kt_grep(log, "waiting for their in-flight"));
+           strategy, redis_url ? " with Redis (claim-ahead)" : "", N, (size_t)300, before_leave,
+           revokes, kt_grep(log, "waiting for their in-flight"));
+    if (redis_url)
+        drop_keys(redis_url, group);
     kt_events_free(&ev);
     unlink(ledger);
     unlink(log);
@@ -86,7 +117,10 @@ static void scenario(const char *brokers, const char *strategy)
 int main(void)
 {
     const char *brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
-    scenario(brokers, "cooperative-sticky");
-    scenario(brokers, "range");
+    scenario(brokers, "cooperative-sticky", NULL);
+    scenario(brokers, "range", NULL);
+    const char *redis_url = sbt_service("SB_TEST_REDIS_URL", "Redis");
+    scenario(brokers, "cooperative-sticky", redis_url);
+    scenario(brokers, "range", redis_url);
     return 0;
 }
