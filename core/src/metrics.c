@@ -394,10 +394,15 @@ json_t *sb__metrics_handlers_json(const sb__registry_t *reg)
                       (json_int_t)h->n_retried, "rejected", (json_int_t)h->n_rejected, "duplicate",
                       (json_int_t)h->n_duplicates, "timeout", (json_int_t)h->n_timeouts,
                       "dead_lettered", (json_int_t)h->n_dead_lettered);
-        /* "o" steals counters, also when the pack fails. */
-        json_t *o = json_pack("{s:s, s:s?, s:s?, s:b, s:I, s:o}", "name", h->name, "module_handler",
-                              h->def ? h->def->name : NULL, "pattern",
-                              h->def ? h->def->pattern : NULL, "blocking", h->blocking,
+        json_t *bind = json_array();
+        for (char **b = h->bind; bind && b && *b; b++)
+            if (json_array_append_new(bind, json_string(*b)) != 0) {
+                json_decref(bind);
+                bind = NULL;
+            }
+        /* "o" steals counters and bind, also when the pack fails. */
+        json_t *o = json_pack("{s:s, s:s?, s:o, s:b, s:I, s:o}", "name", h->name, "module_handler",
+                              h->def ? h->def->name : NULL, "bind", bind, "blocking", h->blocking,
                               "timeout_ms", (json_int_t)h->timeout_ms, "counters", counters);
         if (!o || json_array_append_new(arr, o) != 0)
             goto err;

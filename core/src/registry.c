@@ -173,10 +173,21 @@ int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__int
         }
         hd->def = h;
         hd->ud = inst->ud;
+        size_t nb = 0;
+        while (spec->bind && spec->bind[nb])
+            nb++;
+        if (!(hd->bind = sb_calloc(nb ? nb + 1 : 2, sizeof *hd->bind))) {
+            sb_free(hd->name);
+            sb_free(hd);
+            return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+        }
+        r->handlers[r->n_handlers++] = hd; /* freed with the registry from here on */
+        for (size_t i = 0; i < (nb ? nb : 1); i++)
+            if (!(hd->bind[i] = sb_strdup(nb ? spec->bind[i] : h->pattern)))
+                return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
         hd->blocking = spec->blocking || (h->flags & SB_HANDLER_BLOCKING);
         hd->timeout_ms = spec->timeout_ms;
         hd->retry = spec->retry;
-        r->handlers[r->n_handlers++] = hd;
         char why[256];
         if (spec->bind) {
             for (size_t i = 0; spec->bind[i]; i++)
@@ -262,6 +273,9 @@ void sb__registry_destroy(sb__registry_t *r)
         if (r->instances[i].inited && r->instances[i].desc->shutdown)
             r->instances[i].desc->shutdown(r->instances[i].ud);
     for (size_t i = 0; i < r->n_handlers; i++) {
+        for (char **b = r->handlers[i]->bind; b && *b; b++)
+            sb_free(*b);
+        sb_free(r->handlers[i]->bind);
         sb_free(r->handlers[i]->name);
         sb_free(r->handlers[i]);
     }

@@ -38,7 +38,9 @@
 
 /* A configured handler instance, owned by the registry. */
 typedef struct sb__handler {
-    char *name; /* instance name: logs, x-sb-handler, idempotency keys */
+    char *name;  /* instance name: logs, x-sb-handler, idempotency keys */
+    char **bind; /* the patterns it is bound to (NULL-terminated copies): the config's bind,
+                    else the module's default pattern */
     const sb_handler_def_t *def;
     void *ud; /* the module instance's state */
     bool blocking;

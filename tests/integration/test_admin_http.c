@@ -416,6 +416,9 @@ static void fixture_new(fixture_t *f)
         memset(&spec, 0, sizeof spec);
         spec.name = names[i];
         spec.module = "log";
+        static const char *const audit_bind[] = {"Order.#", "ETLJobCompletedEvent", NULL};
+        if (i == 0)
+            spec.bind = audit_bind; /* the second keeps the module's default pattern */
         char err[256] = "";
         if (sb__registry_add(f->reg, &spec, f->intake, err, sizeof err) != SB_EOK)
             fail_msg("registry_add: %s", err);
@@ -487,6 +490,13 @@ static void test_metrics_with_registry(void **state)
     json_t *h0 = json_array_get(arr, 0);
     assert_string_equal(json_string_value(json_object_get(h0, "name")), "audit");
     assert_string_equal(json_string_value(json_object_get(h0, "module_handler")), "log");
+    json_t *b0 = json_object_get(h0, "bind"); /* what it is bound to, from the config */
+    assert_int_equal(json_array_size(b0), 2);
+    assert_string_equal(json_string_value(json_array_get(b0, 0)), "Order.#");
+    assert_string_equal(json_string_value(json_array_get(b0, 1)), "ETLJobCompletedEvent");
+    json_t *b1 = json_object_get(json_array_get(arr, 1), "bind");
+    assert_int_equal(json_array_size(b1), 1);
+    assert_string_equal(json_string_value(json_array_get(b1, 0)), "#");
     json_t *c = json_object_get(h0, "counters");
     assert_int_equal(json_integer_value(json_object_get(c, "ok")), 7);
     assert_int_equal(json_integer_value(json_object_get(c, "timeout")), 5);
