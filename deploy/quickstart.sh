@@ -12,8 +12,7 @@ cmake --build "$build" -j "$(nproc)"
 
 bin="$build/core/switchboard"
 echo
-if "$bin" help | grep -q '^  demo'; then
-    exec "$bin" demo "$@"
-fi
-# The demo arrives with the dispatch core; until then, prove the build runs.
-exec "$bin" --version
+# The demo finds the event schemas next to its build; a build dir elsewhere
+# (SB_BUILD_DIR) is pointed at the source tree's.
+export SWITCHBOARD_SCHEMAS_DIR=${SWITCHBOARD_SCHEMAS_DIR:-$root/schemas}
+exec "$bin" demo "$@"

@@ -7,9 +7,13 @@
  * the resolved addresses, not on the spelling of the host. Routing is one exact-match table;
  * every answer we produce, errors included, is JSON (or the exposition for /metrics).
  *
+ * Mutating endpoints (POST /replay, GET /jobs/ID of replay_jobs.c, added through the route
+ * hook) need the bearer token; a non-loopback address without a token is refused, by
+ * `config check` too (sb__admin_check_listen).
+ *
  * Not here: what "ready" means or what the metrics are (hooks given by the runtime), TLS
  * (put a proxy in front), reading the token from env or file (the configuration does), and
- * the replay/jobs endpoints (they come with the DLQ replay work). */
+ * what the replay endpoints do (replay_jobs.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -362,13 +366,11 @@ static evutil_socket_t bind_first(const struct addrinfo *ai, int *err, const cha
     return -1;
 }
 
-int sb__admin_new(struct event_base *base, const char *listen_addr, const char *token,
-                  const sb__admin_hooks_t *hooks, void *arg, sb__admin_t **out, char *errstr,
-                  size_t errstr_size)
+/* Parses and resolves listen_addr; refuses a non-loopback address without a token. On
+ * success *res is the caller's (freeaddrinfo). */
+static int resolve_listen(const char *listen_addr, const char *token, struct addrinfo **res_out,
+                          char *errstr, size_t errstr_size)
 {
-    if (!base || !listen_addr || !hooks || !out)
-        return sb__errf(errstr, errstr_size, SB_EINVAL, "admin: missing argument");
-    *out = NULL;
     char host[256], port[8];
     if (split_listen(listen_addr, host, sizeof host, port, sizeof port) != 0)
         return sb__errf(errstr, errstr_size, SB_ECONFIG,
@@ -377,7 +379,6 @@ int sb__admin_new(struct event_base *base, const char *listen_addr, const char *
                         listen_addr);
     if (token && !token[0])
         token = NULL;
-
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -398,8 +399,34 @@ int sb__admin_new(struct event_base *base, const char *listen_addr, const char *
             }
         }
     }
+    *res_out = res;
+    return SB_EOK;
+}
 
-    int rc, err = 0;
+int sb__admin_check_listen(const char *listen_addr, const char *token, char *errstr,
+                           size_t errstr_size)
+{
+    struct addrinfo *res = NULL;
+    int rc = resolve_listen(listen_addr, token, &res, errstr, errstr_size);
+    if (res)
+        freeaddrinfo(res);
+    return rc;
+}
+
+int sb__admin_new(struct event_base *base, const char *listen_addr, const char *token,
+                  const sb__admin_hooks_t *hooks, void *arg, sb__admin_t **out, char *errstr,
+                  size_t errstr_size)
+{
+    if (!base || !listen_addr || !hooks || !out)
+        return sb__errf(errstr, errstr_size, SB_EINVAL, "admin: missing argument");
+    *out = NULL;
+    struct addrinfo *res = NULL;
+    int rc = resolve_listen(listen_addr, token, &res, errstr, errstr_size);
+    if (rc != SB_EOK)
+        return rc;
+    if (token && !token[0])
+        token = NULL;
+    int err = 0;
     const char *what = "bind";
     evutil_socket_t fd = -1;
     sb__admin_t *a = sb_calloc(1, sizeof *a);

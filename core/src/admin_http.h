@@ -68,6 +68,11 @@ int sb__admin_new(struct event_base *base, const char *listen, const char *token
                   const sb__admin_hooks_t *hooks, void *arg, sb__admin_t **out, char *errstr,
                   size_t errstr_size);
 
+/* What sb__admin_new() checks before it binds (address syntax, resolution, no non-loopback
+ * address without a token), so `config check` refuses what `run` would. SB_EOK or
+ * SB_ECONFIG with the same one-line reason. */
+int sb__admin_check_listen(const char *listen, const char *token, char *errstr, size_t errstr_size);
+
 /* The port actually bound (useful after port 0). */
 int sb__admin_port(const sb__admin_t *a);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "switchboard/error.h"
+#include "admin_http.h"
 #include "config.h"
 
 #define EX_OK_       0
@@ -50,6 +51,15 @@ static int check(int argc, char **argv)
     if (rc != SB_EOK) {
         fprintf(stderr, "switchboard: %s\n", err);
         return rc == SB_ENOMEM ? EX_SOFTWARE_ : EX_CONFIG_;
+    }
+    /* What `run` refuses at start-up beyond the keys themselves. */
+    const char *listen = sb__config_str(cfg, "admin.listen");
+    if (listen && *listen &&
+        sb__admin_check_listen(listen, sb__config_str(cfg, "admin.token"), err, sizeof err) !=
+            SB_EOK) {
+        fprintf(stderr, "switchboard: %s\n", err);
+        sb__config_destroy(cfg);
+        return EX_CONFIG_;
     }
     sb__config_dump(cfg, stdout);
     sb__config_destroy(cfg);

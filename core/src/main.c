@@ -27,7 +27,7 @@ static void usage(FILE *out)
             "  version, --version       print the version and handler ABI\n"
             "  run [-c FILE]            consume with the configuration in FILE\n"
             "  dlq -c FILE <verb> ...   dead letters: stats, list, show, export, import,\n"
-            "                           replay, purge (RabbitMQ; see dlq --help)\n"
+            "                           replay, purge (RabbitMQ or Kafka; see dlq --help)\n"
             "  demo [--events N]        run the embedded demo (no broker needed)\n"
             "  config check -c FILE     validate a config file and print the effective config\n"
             "  config reference         print every configuration key\n"
