@@ -169,8 +169,12 @@ int sb__kafka_client_consumer_new(const sb__kafka_client_opts_t *o, rd_kafka_t *
         {"auto.offset.reset", "earliest"},
         {"queued.min.messages", "100000"},
         {"queued.max.messages.kbytes", "4096"},
-        /* 2.0.2 backs a full partition queue off by fetch.error.backoff.ms (500 ms). */
+        /* A fetch error backs off 500 ms by default: too long for a consumer. */
         {"fetch.error.backoff.ms", "10"},
+        /* A subscribed topic that does not exist yet (a retry topic the broker creates on
+         * the first retry, a new topic a regex matches) is noticed at the next metadata
+         * refresh: 10 s instead of 5 min. */
+        {"topic.metadata.refresh.interval.ms", "10000"},
     };
     for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
         if (!user_set(o, "consumer", defaults[i][0]))
