@@ -217,6 +217,15 @@ int sb__kafka_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     kmsg_t *m = (kmsg_t *)d;
     if (!meta)
         return SB_EINVAL;
+    if (m->orphan) {
+        /* Its partition went to another member, which fetches it again from the committed
+         * offset and decides there: a dead letter from here would be a second copy. */
+        if (sb__kafka_complete_later(tx, cb, arg) != SB_EOK)
+            return SB_ENOMEM;
+        tx->n_dispatched--;
+        sb__kafka_settle_done(tx, m);
+        return SB_EOK;
+    }
     char *topic = sb__strjoin(m->kp->base_topic, tx->dlq_suffix);
     kop_t *op = new_op(tx, m, OP_SETTLE, "dead-letter", cb, arg);
     rd_kafka_headers_t *hs = topic && op ? copy_headers(m, true, 10) : NULL;

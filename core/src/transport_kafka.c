@@ -983,6 +983,7 @@ void sb__kafka_settle_done(kafkatx_t *tx, kmsg_t *m)
     if (m->orphan) {
         list_unlink(&tx->orphans, NULL, m);
         free_msg(m);
+        kick(tx); /* completions queued for it run on the next service() */
         return;
     }
     kpart_t *kp = m->kp;
@@ -1052,7 +1053,9 @@ static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_
 {
     kafkatx_t *tx = (kafkatx_t *)t;
     kmsg_t *m = (kmsg_t *)d;
-    if (!tx->retry_in_place)
+    /* An orphan (its partition went to another member, which fetches it again from the
+     * committed offset) needs no retry copy: it is let go as an in-place retry would. */
+    if (!tx->retry_in_place && !m->orphan)
         return sb__kafka_retry_copy(tx, m, delay_ms, next_attempt, cb, arg);
     if (sb__kafka_complete_later(tx, cb, arg) != SB_EOK)
         return SB_ENOMEM;

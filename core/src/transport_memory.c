@@ -644,6 +644,9 @@ static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_
         .tv_sec = secs > (uint64_t)INT32_MAX ? INT32_MAX : (time_t)secs,
         .tv_usec = (suseconds_t)((delay_ms % 1000) * 1000),
     };
+    /* libevent measures the delay from the time it cached when this loop turn began: a
+     * long turn would make the retry come early by that much. */
+    event_base_update_cache_time(tx->evbase);
     if (!copy->timer || evtimer_add(copy->timer, &tv) != 0) {
         rc = copy->timer ? SB_EIO : SB_ENOMEM;
         if (copy->timer)
