@@ -1203,6 +1203,47 @@ static void free_all_messages(kafkatx_t *tx)
     tx->orphans = NULL;
 }
 
+#define FINAL_COMMIT_MS 5000
+
+/* The commit at shutdown. While another member joins or leaves, the group coordinator
+ * refuses commits of the old generation (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
+ * UNKNOWN_MEMBER_ID), and what this member handled would be handled again by the next
+ * owner: the consumer is served (the rebalance completes; our callback stores and commits
+ * what it revokes; fetched messages are dropped, never stored) and the commit retried, for
+ * up to FINAL_COMMIT_MS. */
+static void final_commit(kafkatx_t *tx)
+{
+    int64_t deadline = mono_ms() + FINAL_COMMIT_MS;
+    for (unsigned attempt = 1;; attempt++) {
+        for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+            advance_prefix(kp);
+        flush_stores(tx);
+        rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
+        if (!err || err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            if (attempt > 1)
+                sb__log(SB_LOG_INFO, NULL, "kafka: final commit done after the rebalance");
+            return;
+        }
+        bool rebalancing = err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+                           err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+                           err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID;
+        if (!rebalancing || mono_ms() >= deadline) {
+            sb__log(SB_LOG_WARN, NULL, "kafka: final commit failed: %s", rd_kafka_err2str(err));
+            return;
+        }
+        if (attempt == 1)
+            sb__log(SB_LOG_INFO, NULL,
+                    "kafka: final commit refused (%s): waiting for the rebalance to complete",
+                    rd_kafka_err2name(err));
+        int64_t until = mono_ms() + 200;
+        while (mono_ms() < until) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(tx->consumer, 50);
+            if (m)
+                rd_kafka_message_destroy(m); /* closing: not ours to handle any more */
+        }
+    }
+}
+
 static void tx_destroy(sb__transport_t *t)
 {
     kafkatx_t *tx = (kafkatx_t *)t;
@@ -1212,14 +1253,10 @@ static void tx_destroy(sb__transport_t *t)
     if (tx->consumer) {
         for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
             advance_prefix(kp);
-        if (tx->pending_revoke) {
+        if (tx->pending_revoke)
             finish_revoke(tx);
-        } else if (tx->started) {
-            flush_stores(tx);
-            rd_kafka_resp_err_t err = rd_kafka_commit(tx->consumer, NULL, 0);
-            if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                sb__log(SB_LOG_WARN, NULL, "kafka: final commit failed: %s", rd_kafka_err2str(err));
-        }
+        else if (tx->started)
+            final_commit(tx);
         free_all_messages(tx);
         sb__kafka_waker_destroy(tx->waker);
         tx->waker = NULL;
