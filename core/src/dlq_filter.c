@@ -200,6 +200,25 @@ bad:
                     opt, (unsigned long long)min, s);
 }
 
+static bool known_option(const char *name)
+{
+    static const char *const known[] = {"type",        "reason",      "error", "handler",
+                                        "since",       "until",       "id",    "limit",
+                                        "max-replays", "max_replays", "force"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(name, known[i]) == 0)
+            return true;
+    return false;
+}
+
+static int unknown_option(const char *opt, char *errstr, size_t errstr_size)
+{
+    return sb__errf(errstr, errstr_size, SB_EINVAL,
+                    "%s: unknown filter option (type, reason, error, handler, since, until, "
+                    "id, limit, max-replays, force)",
+                    opt);
+}
+
 static int set_option(sb__dlq_filter_t *f, const char *name, const char *opt, const char *value,
                       char *errstr, size_t errstr_size)
 {
@@ -213,16 +232,8 @@ static int set_option(sb__dlq_filter_t *f, const char *name, const char *opt, co
             return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: expected true or false", opt);
         return SB_EOK;
     }
-    static const char *const known[] = {"type",  "reason", "error", "handler",     "since",
-                                        "until", "id",     "limit", "max-replays", "max_replays"};
-    bool is_known = false;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        is_known = is_known || strcmp(name, known[i]) == 0;
-    if (!is_known)
-        return sb__errf(errstr, errstr_size, SB_EINVAL,
-                        "%s: unknown filter option (type, reason, error, handler, since, until, "
-                        "id, limit, max-replays, force)",
-                        opt);
+    if (!known_option(name))
+        return unknown_option(opt, errstr, errstr_size);
     if (!value)
         return sb__errf(errstr, errstr_size, SB_EPARSE, "%s: a value is required", opt);
 
@@ -310,6 +321,8 @@ static int json_text_option(sb__dlq_filter_t *f, const char *key, const char *op
                             char *errstr, size_t errstr_size)
 {
     char num[32];
+    if (!known_option(key)) /* whatever its value: the name is what is wrong */
+        return unknown_option(opt, errstr, errstr_size);
     if (strcmp(key, "limit") == 0 || strcmp(key, "max_replays") == 0 ||
         strcmp(key, "max-replays") == 0) {
         if (!json_is_integer(v) || json_integer_value(v) < 0)

@@ -474,6 +474,7 @@ static void test_json(void **state)
         int rc;
     } bad[] = {
         {"{\"colour\":\"red\"}", "\"colour\": unknown filter option", SB_EINVAL},
+        {"{\"bogus\":1}", "\"bogus\": unknown filter option", SB_EINVAL},
         {"{\"type\":5}", "\"type\": expected a string or an array of strings", SB_EPARSE},
         {"{\"type\":[]}", "\"type\": empty list", SB_EPARSE},
         {"{\"type\":[\"a\",1]}", "\"type\"[1]: expected a string", SB_EPARSE},
