@@ -843,3 +843,21 @@ json_t *sbt_load_json_lines(const char *path)
     fclose(f);
     return arr;
 }
+
+/* ---- allocation-failure sweeps ---------------------------------------------------------- */
+
+int sbt_fail_at, sbt_alloc_count;
+
+void *sbt_failing_malloc(size_t n)
+{
+    if (++sbt_alloc_count == sbt_fail_at)
+        return NULL;
+    return malloc(n);
+}
+
+void *sbt_failing_realloc(void *p, size_t n)
+{
+    if (++sbt_alloc_count == sbt_fail_at)
+        return NULL;
+    return realloc(p, n);
+}

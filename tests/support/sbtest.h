@@ -93,6 +93,15 @@ long sbt_dlq_summary_count(const char *err_path, const char *word);
  * new array the caller owns (json_decref). A line that is not JSON fails the test. */
 json_t *sbt_load_json_lines(const char *path);
 
+/* ---- allocation-failure sweeps ---------------------------------------------------------- */
+
+/* An allocator for sb_set_allocator(): each call counts in sbt_alloc_count, and the call
+ * that makes it equal sbt_fail_at returns NULL (0: none fails). A sweep sets sbt_fail_at to
+ * 1, 2, ... and resets sbt_alloc_count before each run. Not thread-safe. */
+extern int sbt_fail_at, sbt_alloc_count;
+void *sbt_failing_malloc(size_t n);
+void *sbt_failing_realloc(void *p, size_t n);
+
 /* ---- HTTP (the admin endpoint) ---------------------------------------------------------- */
 
 /* A loopback TCP port that was free a moment ago (bind to port 0, read it, close): for an

@@ -15,6 +15,7 @@
 #include "switchboard/error.h"
 #include "datetime.h"
 #include "dlq_filter.h"
+#include "sbtest.h"
 
 static int64_t NOW; /* 2026-03-02T12:00:00Z */
 
@@ -574,29 +575,13 @@ static void test_stats(void **state)
 }
 
 /* Allocation failures: filter building and stats fail cleanly. */
-static int fail_at, alloc_count;
-
-static void *failing_malloc(size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return malloc(n);
-}
-
-static void *failing_realloc(void *p, size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return realloc(p, n);
-}
-
 static void test_alloc_failures(void **state)
 {
     (void)state;
     int successes = 0;
-    for (fail_at = 1; fail_at < 500 && successes == 0; fail_at++) {
-        alloc_count = 0;
-        sb_set_allocator(failing_malloc, failing_realloc, free);
+    for (sbt_fail_at = 1; sbt_fail_at < 500 && successes == 0; sbt_fail_at++) {
+        sbt_alloc_count = 0;
+        sb_set_allocator(sbt_failing_malloc, sbt_failing_realloc, free);
         sb__dlq_filter_t *f = NULL;
         sb__dlq_stats_t *s = NULL;
         char *table = NULL, *js = NULL;
@@ -616,11 +601,11 @@ static void test_alloc_failures(void **state)
         for (size_t i = 0; i < N_DLQ && rc == SB_EOK; i++) {
             sb_set_allocator(NULL, NULL, NULL);
             sb__dlq_record_t *r = make(dlq[i]);
-            sb_set_allocator(failing_malloc, failing_realloc, free);
+            sb_set_allocator(sbt_failing_malloc, sbt_failing_realloc, free);
             rc = sb__dlq_stats_add(s, r);
             sb_set_allocator(NULL, NULL, NULL);
             sb__dlq_record_destroy(r);
-            sb_set_allocator(failing_malloc, failing_realloc, free);
+            sb_set_allocator(sbt_failing_malloc, sbt_failing_realloc, free);
         }
         if (rc == SB_EOK)
             rc = sb__dlq_stats_format_table(s, &table);
@@ -638,7 +623,7 @@ static void test_alloc_failures(void **state)
         sb__dlq_filter_destroy(f);
     }
     assert_int_equal(successes, 1);
-    assert_true(fail_at > 20);
+    assert_true(sbt_fail_at > 20);
 }
 
 int main(void)

@@ -18,6 +18,7 @@
 #include "dlq_record.h"
 #include "envelope.h"
 #include "event.h"
+#include "sbtest.h"
 
 /* to_json -> from_json -> to_json gives the same bytes; returns the line (sb_free). */
 static char *roundtrip(const sb__dlq_record_t *r)
@@ -901,22 +902,6 @@ static void test_prepare_replay(void **state)
 }
 
 /* Allocation-failure sweep over from_json (and to_json / clone on the way). */
-static int fail_at, alloc_count;
-
-static void *failing_malloc(size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return malloc(n);
-}
-
-static void *failing_realloc(void *p, size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return realloc(p, n);
-}
-
 static void test_alloc_failures(void **state)
 {
     (void)state;
@@ -928,12 +913,12 @@ static void test_alloc_failures(void **state)
     size_t len = 0;
     assert_int_equal(sb__dlq_record_to_json(src, &line, &len), SB_EOK);
     int successes = 0;
-    for (fail_at = 1; fail_at < 2000 && successes == 0; fail_at++) {
-        alloc_count = 0;
+    for (sbt_fail_at = 1; sbt_fail_at < 2000 && successes == 0; sbt_fail_at++) {
+        sbt_alloc_count = 0;
         char err[256] = "";
         sb__dlq_record_t *r = NULL, *c = NULL;
         char *again = NULL;
-        sb_set_allocator(failing_malloc, failing_realloc, free);
+        sb_set_allocator(sbt_failing_malloc, sbt_failing_realloc, free);
         int rc = sb__dlq_record_from_json(line, len, &r, err, sizeof err);
         if (rc == SB_EOK)
             rc = sb__dlq_record_clone(r, &c);
@@ -947,9 +932,9 @@ static void test_alloc_failures(void **state)
         sb__dlq_record_destroy(r);
         sb_set_allocator(NULL, NULL, NULL);
         if (rc != SB_EOK && rc != SB_ENOMEM)
-            fail_msg("fail_at %d: rc %d (%s)", fail_at, rc, err);
+            fail_msg("sbt_fail_at %d: rc %d (%s)", sbt_fail_at, rc, err);
         if (rc == SB_ENOMEM && r == NULL && err[0] && !strstr(err, "out of memory"))
-            fail_msg("fail_at %d: error \"%s\"", fail_at, err);
+            fail_msg("sbt_fail_at %d: error \"%s\"", sbt_fail_at, err);
         if (rc == SB_EOK) {
             assert_string_equal(again, line);
             successes++;
@@ -957,7 +942,7 @@ static void test_alloc_failures(void **state)
         sb_free(again);
     }
     assert_int_equal(successes, 1);
-    assert_true(fail_at > 50);
+    assert_true(sbt_fail_at > 50);
     sb_free(line);
     sb__dlq_record_destroy(src);
 }

@@ -13,6 +13,7 @@
 #include "switchboard/switchboard.h"
 #include "envelope.h"
 #include "jscan.h"
+#include "sbtest.h"
 
 static const char *SAMPLE =
     "{\"JobId\":\"job-42\",\"SourceSystem\":\"CRM\",\"TargetSystem\":\"ERP\","
@@ -490,22 +491,6 @@ static void test_golden_fixtures(void **state)
 
 /* Allocation-failure sweep: fail allocation N for N = 1, 2, ... on a decode that needs the
  * heap (a large id overflows the inline arena) and on building the tree. */
-static int fail_at, alloc_count;
-
-static void *failing_malloc(size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return malloc(n);
-}
-
-static void *failing_realloc(void *p, size_t n)
-{
-    if (++alloc_count == fail_at)
-        return NULL;
-    return realloc(p, n);
-}
-
 static void test_allocation_failures(void **state)
 {
     char body[4096];
@@ -514,9 +499,9 @@ static void test_allocation_failures(void **state)
     id[1000] = '\0';
     snprintf(body, sizeof body, "{\"Id\":\"%s\",\"a\":[1,2,{\"b\":\"c\"}],\"s\":\"%s\"}", id, id);
     int successes = 0;
-    for (fail_at = 1; fail_at < 200 && successes == 0; fail_at++) {
-        alloc_count = 0;
-        sb_set_allocator(failing_malloc, failing_realloc, free);
+    for (sbt_fail_at = 1; sbt_fail_at < 200 && successes == 0; sbt_fail_at++) {
+        sbt_alloc_count = 0;
+        sb_set_allocator(sbt_failing_malloc, sbt_failing_realloc, free);
         sb__intake_msg_t m = amqp(body, "T");
         int rc = decode(NULL, &m);
         const char *s = NULL;
@@ -530,7 +515,7 @@ static void test_allocation_failures(void **state)
             successes++;
     }
     assert_int_equal(successes, 1);
-    assert_true(fail_at > 3); /* the sweep did hit some allocations */
+    assert_true(sbt_fail_at > 3); /* the sweep did hit some allocations */
 }
 
 int main(void)
