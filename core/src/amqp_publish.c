@@ -253,6 +253,23 @@ static int copy_props(pub_t *p, dlv_t *m, bool all_xsb, const kv_t *extra, size_
     return SB_EOK;
 }
 
+/* Sends p, a copy of d's body to `exchange` with routing key `rk` (mandatory: an unroutable
+ * copy is returned, not lost), on the confirm channel. */
+static int send_copy(amqptx_t *tx, pub_t *p, amqp_bytes_t exchange, const char *rk,
+                     const sb__delivery_t *d)
+{
+    p->exchange = exchange;
+    p->routing_key = pool_str(p, rk, strlen(rk));
+    p->body = (amqp_bytes_t){d->msg.body_len, (void *)d->msg.body};
+    p->mandatory = true;
+    if (!p->routing_key.bytes) {
+        sb__amqptx_pub_free(p);
+        return SB_ENOMEM;
+    }
+    sb__amqptx_post_publish(tx, p);
+    return SB_EOK;
+}
+
 int sb__amqptx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_ms,
                            unsigned next_attempt, sb__tx_done_cb cb, void *arg)
 {
@@ -282,16 +299,8 @@ int sb__amqptx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay
         snprintf(name, sizeof name, "%s.retry.%" PRIu64, q, sb__amqptx_buckets_ms[p->bucket]);
     else
         snprintf(name, sizeof name, "%s", q);
-    p->exchange = amqp_empty_bytes; /* the default exchange: routing key = queue name */
-    p->routing_key = pool_str(p, name, strlen(name));
-    p->body = (amqp_bytes_t){d->msg.body_len, (void *)d->msg.body};
-    p->mandatory = true;
-    if (!p->routing_key.bytes) {
-        sb__amqptx_pub_free(p);
-        return SB_ENOMEM;
-    }
-    sb__amqptx_post_publish(tx, p);
-    return SB_EOK;
+    /* the default exchange: the routing key is the queue name */
+    return send_copy(tx, p, amqp_empty_bytes, name, d);
 }
 
 int sb__amqptx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_meta_t *meta,
@@ -329,16 +338,7 @@ int sb__amqptx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_m
     p->orig_tag = m->tag;
     p->orig_gen = m->gen;
     p->qidx = m->qidx;
-    p->exchange = amqp_cstring_bytes(tx->dlx);
-    p->routing_key = pool_str(p, rk, strlen(rk));
-    p->body = (amqp_bytes_t){d->msg.body_len, (void *)d->msg.body};
-    p->mandatory = true;
-    if (!p->routing_key.bytes) {
-        sb__amqptx_pub_free(p);
-        return SB_ENOMEM;
-    }
-    sb__amqptx_post_publish(tx, p);
-    return SB_EOK;
+    return send_copy(tx, p, amqp_cstring_bytes(tx->dlx), rk, d);
 }
 
 int sb__amqptx_publish(sb__transport_t *t, const sb__outmsg_t *o, sb__tx_done_cb cb, void *arg)

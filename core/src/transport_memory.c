@@ -149,6 +149,25 @@ typedef struct build {
     size_t n_extra;
 } build_t;
 
+/* A copy of record r (its routing key, body, properties and headers but those `filter`
+ * drops) with the `extra` headers added: a replay, retry or dead letter of it. */
+static build_t copy_of(const sb__memtx_record_t *r, enum hdr_filter filter, const hdr_src_t *extra,
+                       size_t n_extra)
+{
+    return (build_t){
+        .routing_key = sp(r->routing_key),
+        .body = {r->body, r->body_len},
+        .message_id = sp(r->message_id),
+        .content_type = sp(r->content_type),
+        .amqp_type = sp(r->amqp_type),
+        .orig = r->headers,
+        .n_orig = r->n_headers,
+        .filter = filter,
+        .extra = extra,
+        .n_extra = n_extra,
+    };
+}
+
 /* One allocation holding the message and all its bytes. NULL on ENOMEM or size overflow
  * (*err says which). */
 static mem_msg_t *build_msg(memtx_t *tx, const build_t *b, int *err)
@@ -480,18 +499,7 @@ int sb__memtx_dlq_replay(sb__transport_t *t, size_t i)
     char num[16];
     snprintf(num, sizeof num, "%u", replays < 999999999u ? replays + 1 : replays);
     hdr_src_t extra[] = {{sp("x-sb-replay-count"), sp(num)}};
-    build_t b = {
-        .routing_key = sp(r->routing_key),
-        .body = {r->body, r->body_len},
-        .message_id = sp(r->message_id),
-        .content_type = sp(r->content_type),
-        .amqp_type = sp(r->amqp_type),
-        .orig = r->headers,
-        .n_orig = r->n_headers,
-        .filter = DROP_XSB,
-        .extra = extra,
-        .n_extra = 1,
-    };
+    build_t b = copy_of(r, DROP_XSB, extra, 1);
     int rc;
     mem_msg_t *m = build_msg(tx, &b, &rc);
     if (!m)
@@ -622,18 +630,7 @@ static int tx_retry_later(sb__transport_t *t, sb__delivery_t *d, uint64_t delay_
     snprintf(num, sizeof num, "%u", next_attempt > 1 ? next_attempt - 1 : 0);
     hdr_src_t extra[] = {{sp("x-sb-attempts"), sp(num)}};
     const sb__memtx_record_t *r = &m->rec;
-    build_t b = {
-        .routing_key = sp(r->routing_key),
-        .body = {r->body, r->body_len},
-        .message_id = sp(r->message_id),
-        .content_type = sp(r->content_type),
-        .amqp_type = sp(r->amqp_type),
-        .orig = r->headers,
-        .n_orig = r->n_headers,
-        .filter = DROP_ATTEMPTS,
-        .extra = extra,
-        .n_extra = 1,
-    };
+    build_t b = copy_of(r, DROP_ATTEMPTS, extra, 1);
     int rc;
     mem_msg_t *copy = build_msg(tx, &b, &rc);
     if (!copy)
@@ -726,18 +723,7 @@ static int tx_dead_letter(sb__transport_t *t, sb__delivery_t *d, const sb__dl_me
     extra[n++] =
         (hdr_src_t){sp("x-sb-original-routing-key"), sp(r->routing_key ? r->routing_key : "")};
     extra[n++] = (hdr_src_t){sp("x-sb-original-queue"), sp(tx->queue_name)};
-    build_t b = {
-        .routing_key = sp(r->routing_key),
-        .body = {r->body, r->body_len},
-        .message_id = sp(r->message_id),
-        .content_type = sp(r->content_type),
-        .amqp_type = sp(r->amqp_type),
-        .orig = r->headers,
-        .n_orig = r->n_headers,
-        .filter = DROP_ATTEMPTS,
-        .extra = extra,
-        .n_extra = n,
-    };
+    build_t b = copy_of(r, DROP_ATTEMPTS, extra, n);
     int rc;
     mem_msg_t *dl = build_msg(tx, &b, &rc);
     if (!dl)
