@@ -4,7 +4,7 @@
 set -euo pipefail
 build_pkgs=(build-essential cmake ninja-build pkg-config
             librdkafka-dev librabbitmq-dev libjansson-dev libevent-dev libhiredis-dev
-            libyaml-dev libssl-dev)
+            libyaml-dev libssl-dev zlib1g-dev)
 test_pkgs=(clang clang-format-14 libclang-rt-14-dev llvm libcmocka-dev
            redis-server redis-tools rabbitmq-server amqp-tools kcat
            maven bc prometheus)
@@ -13,6 +13,9 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=("${test_pkgs[@]}")
     # The Kafka broker needs Java 17 or later; use the machine's if it has one.
     command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+    # npm fetches the source of a newer librdkafka (tests/services/librdkafka.sh) and the
+    # benchmarks' Node consumers; use the machine's if it has one.
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 fi
 
 missing=()

@@ -15,11 +15,12 @@ state=$(mktemp -d /tmp/sb-test.XXXXXX)
 t_start=$SECONDS
 say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - t_start)); }
 
-kafka_pid=
+kafka_pid= rdkafka_pid=
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     if [ -n "$kafka_pid" ]; then kill "$kafka_pid" 2>/dev/null || true; wait "$kafka_pid" 2>/dev/null || true; fi
+    if [ -n "$rdkafka_pid" ]; then kill "$rdkafka_pid" 2>/dev/null || true; wait "$rdkafka_pid" 2>/dev/null || true; fi
     "$root/tests/services/kafka.sh" stop "$state/kafka" || true
     "$root/tests/services/services.sh" down "$state/svc" || true
     rm -rf "$state"
@@ -34,9 +35,12 @@ say "dependencies"
 
 say "services"
 "$root/tests/services/services.sh" up "$state/svc"
-# The broker starts while the build runs.
+# The broker starts, and librdkafka 2.12.0 (for test_kafka_security's SCRAM cases) builds,
+# while switchboard builds.
 "$root/tests/services/kafka.sh" start "$state/kafka" > "$state/kafka.log" 2>&1 &
 kafka_pid=$!
+"$root/tests/services/librdkafka.sh" build > "$state/rdkafka.dir" 2> "$state/rdkafka.log" &
+rdkafka_pid=$!
 
 say "configure and build ($build)"
 [ "${SB_NO_CLEAN:-}" = 1 ] || rm -rf "$build" "$build-gcc"
@@ -52,6 +56,12 @@ cmake -S "$root" -B "$build-gcc" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_C
     || { cat "$state/configure-gcc.log"; exit 1; }
 cmake --build "$build-gcc" -j "$(nproc)" > "$state/build-gcc.log" 2>&1 \
     || { grep -E "error|warning" "$state/build-gcc.log" | head -40; exit 1; }
+
+say "librdkafka 2.12.0"
+if ! wait "$rdkafka_pid"; then rdkafka_pid=; cat "$state/rdkafka.log"; echo "building librdkafka 2.12.0 failed" >&2; exit 1; fi
+rdkafka_pid=
+cat "$state/rdkafka.log"
+export SB_TEST_RDKAFKA_LIBDIR=$(cat "$state/rdkafka.dir")
 
 say "Kafka broker"
 if ! wait "$kafka_pid"; then kafka_pid=; cat "$state/kafka.log"; echo "Kafka broker failed to start" >&2; exit 1; fi

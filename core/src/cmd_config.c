@@ -13,6 +13,7 @@
 #include "switchboard/error.h"
 #include "admin_http.h"
 #include "config.h"
+#include "kafka_conf.h"
 
 #define EX_OK_       0
 #define EX_USAGE_    64
@@ -52,11 +53,20 @@ static int check(int argc, char **argv)
         fprintf(stderr, "switchboard: %s\n", err);
         return rc == SB_ENOMEM ? EX_SOFTWARE_ : EX_CONFIG_;
     }
-    /* What `run` refuses at start-up beyond the keys themselves. */
+    /* What `run` refuses at start-up beyond the keys themselves (a listen address without a
+     * token, a librdkafka property librdkafka refuses); warns as `run` does. */
     const char *listen = sb__config_str(cfg, "admin.listen");
     if (listen && *listen &&
         sb__admin_check_listen(listen, sb__config_str(cfg, "admin.token"), err, sizeof err) !=
             SB_EOK) {
+        fprintf(stderr, "switchboard: %s\n", err);
+        sb__config_destroy(cfg);
+        return EX_CONFIG_;
+    }
+    const char *kind = sb__config_str(cfg, "transport.kind");
+    if (kind && !strcmp(kind, "kafka") &&
+        sb__kafka_conf_check(sb__config_json(cfg, "transport.kafka.properties"), true, err,
+                             sizeof err) != SB_EOK) {
         fprintf(stderr, "switchboard: %s\n", err);
         sb__config_destroy(cfg);
         return EX_CONFIG_;

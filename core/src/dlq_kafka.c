@@ -166,6 +166,8 @@ static rd_kafka_conf_t *base_conf(const kdlq_t *b, const char *which, char *errs
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    if (!strcmp(which, "consumer"))
+        sb__kafka_conf_warn(conf);
     return conf;
 }
 

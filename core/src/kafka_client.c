@@ -47,6 +47,10 @@
 
 #define EMBEDDED_PARTITIONS 3
 #define ADMIN_TIMEOUT_MS    15000
+/* Start-up waits this long for the cluster's metadata before creating side topics; the loop
+ * is not running yet, so a broker that is down or refuses the credentials must not hold
+ * SIGTERM and the admin endpoints for long. A healthy broker answers in milliseconds. */
+#define METADATA_TIMEOUT_MS 5000
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -194,6 +198,7 @@ int sb__kafka_client_consumer_new(const sb__kafka_client_opts_t *o, rd_kafka_t *
         return rc;
     }
     rd_kafka_conf_set_rebalance_cb(conf, o->rebalance_cb);
+    sb__kafka_conf_warn(conf);
     *q_min_msgs = conf_int(conf, "queued.min.messages", 100000);
     *q_max_bytes = conf_int(conf, "queued.max.messages.kbytes", 65536) * 1024;
     char err[512];
@@ -202,6 +207,8 @@ int sb__kafka_client_consumer_new(const sb__kafka_client_opts_t *o, rd_kafka_t *
         rd_kafka_conf_destroy(conf);
         return sb__errf(errstr, n, SB_ECONFIG, "kafka consumer: %s", err);
     }
+    sb__log(SB_LOG_INFO, NULL, "kafka: consumer %s on librdkafka %s", rd_kafka_name(*rk),
+            rd_kafka_version_str());
     rd_kafka_set_log_queue(*rk, NULL);
     rd_kafka_poll_set_consumer(*rk); /* main queue (logs, errors) -> consumer queue */
     *q = rd_kafka_queue_get_consumer(*rk);
@@ -264,7 +271,7 @@ void sb__kafka_client_embedded_stop(rd_kafka_t *host, rd_kafka_mock_cluster_t *m
 void sb__kafka_client_create_side_topics(const sb__kafka_client_opts_t *o, rd_kafka_t *producer)
 {
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(producer, 1, NULL, &md, ADMIN_TIMEOUT_MS);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(producer, 1, NULL, &md, METADATA_TIMEOUT_MS);
     if (err) {
         sb__log(SB_LOG_WARN, NULL, "kafka: metadata: %s (retry and DLQ topics not created)",
                 rd_kafka_err2str(err));

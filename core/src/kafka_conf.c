@@ -5,6 +5,26 @@
 #include "switchboard/error.h"
 #include "errf.h"
 #include "kafka_conf.h"
+#include "log.h"
+
+/* The first librdkafka whose SCRAM exchange Kafka 4 brokers accept: before 2.6.1 the
+ * client-final-message carries the client nonce twice (librdkafka#4895); Kafka 3.8.1 to 3.9
+ * tolerate it, Kafka 4 answers "invalid credentials". */
+#define SCRAM_FIXED_VERSION 0x020601ff
+
+void sb__kafka_conf_warn(rd_kafka_conf_t *conf)
+{
+    char mech[64];
+    size_t len = sizeof mech;
+    if (rd_kafka_conf_get(conf, "sasl.mechanisms", mech, &len) != RD_KAFKA_CONF_OK)
+        return;
+    if (strncmp(mech, "SCRAM-", 6) == 0 && rd_kafka_version() < SCRAM_FIXED_VERSION)
+        sb__log(SB_LOG_WARN, NULL,
+                "kafka: sasl.mechanism %s with librdkafka %s: Kafka 4 brokers refuse its SCRAM "
+                "exchange as invalid credentials (librdkafka#4895, fixed in 2.6.1); run "
+                "switchboard with librdkafka 2.6.1 or later, or use PLAIN over SSL",
+                mech, rd_kafka_version_str());
+}
 
 int sb__kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
                        size_t n)
@@ -54,4 +74,22 @@ bool sb__kafka_conf_user_set(const json_t *props, const char *which, const char 
     char scoped[128];
     snprintf(scoped, sizeof scoped, "%s.%s", which, key);
     return json_object_get(props, key) || json_object_get(props, scoped);
+}
+
+int sb__kafka_conf_check(const json_t *props, bool warn, char *errstr, size_t n)
+{
+    rd_kafka_conf_t *probe = rd_kafka_conf_new();
+    if (!probe)
+        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    int rc = sb__kafka_conf_apply(props, probe, "consumer", errstr, n);
+    if (rc == SB_EOK && warn)
+        sb__kafka_conf_warn(probe);
+    rd_kafka_conf_destroy(probe);
+    if (rc == SB_EOK && (probe = rd_kafka_conf_new()) != NULL) {
+        rc = sb__kafka_conf_apply(props, probe, "producer", errstr, n);
+        rd_kafka_conf_destroy(probe);
+    } else if (rc == SB_EOK) {
+        rc = sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+    }
+    return rc;
 }

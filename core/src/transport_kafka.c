@@ -1420,13 +1420,7 @@ int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_
     if (!tx->props || !tx->kick || !tx->revoke_timer)
         goto nomem;
     /* Check the properties now, so `switchboard run` fails at start-up on a typo. */
-    rd_kafka_conf_t *probe = rd_kafka_conf_new();
-    if (!probe)
-        goto nomem;
-    rc = sb__kafka_conf_apply(tx->props, probe, "consumer", errstr, n);
-    if (rc == SB_EOK)
-        rc = sb__kafka_conf_apply(tx->props, probe, "producer", errstr, n);
-    rd_kafka_conf_destroy(probe);
+    rc = sb__kafka_conf_check(tx->props, false, errstr, n);
     if (rc != SB_EOK)
         goto err;
     *out = &tx->base;

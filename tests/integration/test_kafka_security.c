@@ -5,11 +5,16 @@
  * `transport.kafka.properties` set for the secured listener:
  *   - SASL PLAIN, the password in a secret file (`sasl.password_file`) and in an environment
  *     variable (`sasl.password: ${VAR}`): every event in the ledger exactly once;
- *   - SCRAM-SHA-256 (password from the environment) and SCRAM-SHA-512 (password file): the
- *     same, when librdkafka is 2.6.1 or newer. Older librdkafka (2.0.2 here) answers Kafka 4's
- *     SCRAM challenge with a nonce the broker rejects (librdkafka#4895: the client nonce is
- *     appended twice in the client-final-message), so with it these cases check the failure
- *     mode instead: a logged authentication error and nothing consumed, and say so loudly;
+ *   - SCRAM-SHA-256 (password from the environment) and SCRAM-SHA-512 (password file), run
+ *     twice by the same switchboard binary:
+ *       on the system librdkafka: when it is older than 2.6.1 (Debian 12's 2.0.2), it answers
+ *       Kafka 4's SCRAM challenge with a nonce the broker rejects (librdkafka#4895: the client
+ *       nonce is sent twice in the client-final-message), so the case checks that failure
+ *       mode: switchboard warns at start-up that this librdkafka cannot do SCRAM with Kafka 4,
+ *       the authentication error is logged and nothing is consumed;
+ *       on librdkafka 2.12.0 (SB_TEST_RDKAFKA_LIBDIR, built by tests/services/librdkafka.sh;
+ *       the binary loads it through LD_LIBRARY_PATH, the ABI being the same): the log names
+ *       that version, no warning, every event consumed once;
  *   - SSL with ssl.ca.location = the generated CA (host name verification on, librdkafka's
  *     default): every event once;
  *   - SASL PLAIN with a wrong password: a clear authentication error in the log, no ledger
@@ -44,6 +49,8 @@
 
 /* librdkafka whose SCRAM works against Kafka 4 brokers (librdkafka#4895). */
 #define RDK_SCRAM_KAFKA4 0x020601ff
+/* The version tests/services/librdkafka.sh builds. */
+#define NEW_RDK "2.12.0"
 
 static const char *brokers, *sasl_brokers, *ssl_brokers, *ssl_ca;
 
@@ -137,6 +144,7 @@ typedef struct ksec_case {
     const char *env_pw;   /* exported as PW_VAR while the case runs, or NULL */
     bool expect_consume;  /* else: an authentication failure, nothing consumed */
     const char *auth_err; /* for a failure: a substring the log must hold */
+    const char *libdir;   /* LD_LIBRARY_PATH of the switchboard process, or NULL */
 } ksec_case_t;
 
 typedef struct {
@@ -147,6 +155,25 @@ static bool log_has(void *ud)
 {
     const grep_arg_t *g = ud;
     return kt_grep(g->log, g->needle) > 0;
+}
+
+/* The start-up log names the librdkafka the process loaded, and warns about SCRAM exactly
+ * when that library cannot do it with Kafka 4. */
+static void check_library(const ksec_case_t *c, const char *log)
+{
+    grep_arg_t g = {log, "on librdkafka "};
+    bool named = sbt_wait_until(log_has, &g, 20000, 50);
+    if (!named)
+        kt_dump_log(log);
+    SBT_CHECK_MSG(named, "%s: the log does not name the librdkafka version", c->name);
+    char want[64];
+    snprintf(want, sizeof want, "on librdkafka %s", c->libdir ? NEW_RDK : rd_kafka_version_str());
+    SBT_CHECK_MSG(kt_grep(log, want) > 0, "%s: the log does not say \"%s\"", c->name, want);
+    bool scram = strstr(c->props, "SCRAM-") != NULL;
+    bool old = !c->libdir && rd_kafka_version() < RDK_SCRAM_KAFKA4;
+    size_t warned = kt_grep(log, "librdkafka#4895");
+    SBT_CHECK_MSG(scram && old ? warned > 0 : warned == 0, "%s: %zu SCRAM warnings in the log",
+                  c->name, warned);
 }
 
 static void run_case(const ksec_case_t *c)
@@ -199,7 +226,12 @@ static void run_case(const ksec_case_t *c)
     SBT_CHECK_MSG(file_has(check_out, c->password) == 0, "%s: config check printed the password",
                   c->name);
 
+    if (c->libdir)
+        SBT_CHECK(setenv("LD_LIBRARY_PATH", c->libdir, 1) == 0);
     cl.pid = kt_run(cfg, log);
+    if (c->libdir)
+        unsetenv("LD_LIBRARY_PATH");
+    check_library(c, log);
     if (c->expect_consume) {
         bool all = sbt_wait_lines(ledger, N, 90000);
         if (!all)
@@ -259,10 +291,18 @@ int main(void)
     char *scram_pw_file = keep_file(sbt_write_temp(SCRAM_PASS "\n", ".pw"));
     bool scram_works = rd_kafka_version() >= RDK_SCRAM_KAFKA4;
     if (!scram_works)
-        printf("KNOWN LIMITATION: librdkafka %s cannot authenticate with SCRAM to Kafka 4 "
-               "brokers (librdkafka#4895, fixed in 2.6.1): the SCRAM cases check the "
-               "failure instead of consumption\n",
+        printf("KNOWN LIMITATION: the system's librdkafka %s cannot authenticate with SCRAM to "
+               "Kafka 4 brokers (librdkafka#4895, fixed in 2.6.1): its SCRAM cases check the "
+               "failure; the SCRAM cases on librdkafka " NEW_RDK " check consumption\n",
                rd_kafka_version_str());
+    const char *new_rdk = getenv("SB_TEST_RDKAFKA_LIBDIR");
+    if (!new_rdk || !*new_rdk) {
+        new_rdk = NULL;
+        SBT_CHECK_MSG(!getenv("SB_TEST_REQUIRE_ALL"),
+                      "SB_TEST_RDKAFKA_LIBDIR is not set (tests/services/librdkafka.sh)");
+        printf("SKIP: SB_TEST_RDKAFKA_LIBDIR is not set: SCRAM on librdkafka " NEW_RDK
+               " is not run\n");
+    }
 
     char p_plain_file[512], p_plain_env[512], p_s256[512], p_s512[512], p_ssl[512], p_wrong[512];
     snprintf(p_plain_file, sizeof p_plain_file,
@@ -294,18 +334,24 @@ int main(void)
     snprintf(p_wrong, sizeof p_wrong, "%s", p_plain_env);
 
     const ksec_case_t cases[] = {
-        {"SASL PLAIN, password file", sasl_brokers, p_plain_file, PLAIN_PASS, NULL, true, NULL},
-        {"SASL PLAIN, password from env", sasl_brokers, p_plain_env, PLAIN_PASS, PLAIN_PASS, true,
+        {"SASL PLAIN, password file", sasl_brokers, p_plain_file, PLAIN_PASS, NULL, true, NULL,
          NULL},
+        {"SASL PLAIN, password from env", sasl_brokers, p_plain_env, PLAIN_PASS, PLAIN_PASS, true,
+         NULL, NULL},
         {"SCRAM-SHA-256, password from env", sasl_brokers, p_s256, SCRAM_PASS, SCRAM_PASS,
-         scram_works, "SASL authentication error"},
+         scram_works, "SASL authentication error", NULL},
         {"SCRAM-SHA-512, password file", sasl_brokers, p_s512, SCRAM_PASS, NULL, scram_works,
-         "SASL authentication error"},
-        {"SSL, CA of the broker", ssl_brokers, p_ssl, PLAIN_PASS, NULL, true, NULL},
+         "SASL authentication error", NULL},
+        {"SCRAM-SHA-256 on librdkafka " NEW_RDK ", password from env", sasl_brokers, p_s256,
+         SCRAM_PASS, SCRAM_PASS, true, NULL, new_rdk},
+        {"SCRAM-SHA-512 on librdkafka " NEW_RDK ", password file", sasl_brokers, p_s512, SCRAM_PASS,
+         NULL, true, NULL, new_rdk},
+        {"SSL, CA of the broker", ssl_brokers, p_ssl, PLAIN_PASS, NULL, true, NULL, NULL},
         {"SASL PLAIN, wrong password", sasl_brokers, p_wrong, WRONG_PASS, WRONG_PASS, false,
-         "SASL authentication error"},
+         "SASL authentication error", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        run_case(&cases[i]);
+        if (!strstr(cases[i].name, "librdkafka " NEW_RDK) || new_rdk)
+            run_case(&cases[i]);
     return 0;
 }
