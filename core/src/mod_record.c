@@ -7,8 +7,17 @@
  * write(2), which keeps lines whole when several consumer processes append to the same
  * ledger; nothing is buffered between events (no stdio), and `fsync: true` adds an
  * fdatasync(2) per line. `fields: [A, B]` copies those top-level payload fields (null when
- * absent). A failed write is a retryable failure of the event. It does not rotate, lock or
- * read the ledger, and records only events that reached this handler. */
+ * absent). A failed write is a retryable failure of the event.
+ *
+ * `recover_lines: N` makes the ledger its own inbox across a crash: at start-up the last N
+ * lines are read back, and an event whose (handler, id) is among them is not appended again
+ * (it succeeds, logged at info). That closes the one gap an idempotency store outside the
+ * effect's own storage leaves open: a process killed after appending a line but before the
+ * store marked the event done runs it again once its lease expires, in the next process.
+ * N should cover the messages in flight (prefetch, or the Kafka in-flight cap). Only lines
+ * written before this start are consulted, so duplicates within one process are still the
+ * idempotency store's to skip. It does not rotate or lock the ledger, and records only
+ * events that reached this handler. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -21,8 +30,10 @@
 #include "builtin_modules.h"
 #include "datetime.h"
 
-#define MOD      "record"
-#define LINE_BUF 1024 /* most lines fit on the stack; longer ones are allocated */
+#define MOD         "record"
+#define LINE_BUF    1024     /* most lines fit on the stack; longer ones are allocated */
+#define RECOVER_MAX 10000000 /* lines read back at most */
+#define READ_CHUNK  65536
 
 typedef struct record_inst {
     int fd;
@@ -30,6 +41,7 @@ typedef struct record_inst {
     char *path;
     char **fields;
     size_t n_fields;
+    json_t *recovered; /* "<handler>\n<id>" -> true: lines of earlier processes; or NULL */
 } record_inst_t;
 
 static const char *const reserved_keys[] = {"id", "type", "handler", "attempt", "time", NULL};
@@ -42,13 +54,88 @@ static void record_shutdown(void *ud)
     if (in->fd >= 0)
         close(in->fd);
     sb__mod_fields_free(in->fields, in->n_fields);
+    json_decref(in->recovered);
     sb_free(in->path);
     sb_free(in);
 }
 
+/* The set key of (handler, id) into buf; false when it does not fit. */
+static bool recover_key(char *buf, size_t size, const char *handler, const char *id)
+{
+    int n = snprintf(buf, size, "%s\n%s", handler ? handler : "", id ? id : "");
+    return n >= 0 && (size_t)n < size;
+}
+
+/* Reads the last `lines` lines of the ledger into in->recovered. Lines that do not parse
+ * (a fragment torn by a kill) are passed over: their events were not recorded whole. */
+static int recover(record_inst_t *in, size_t lines, char *errstr, size_t errstr_size)
+{
+    int rc = SB_EIO;
+    char *buf = NULL;
+    int fd = open(in->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        goto io;
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size < 0)
+        goto io;
+    /* Back from the end, a chunk at a time, to the start of the lines-th last line. */
+    off_t start = size;
+    size_t newlines = 0;
+    char chunk[READ_CHUNK];
+    while (start > 0) {
+        size_t len = start > READ_CHUNK ? READ_CHUNK : (size_t)start;
+        if (pread(fd, chunk, len, start - (off_t)len) != (ssize_t)len)
+            goto io;
+        size_t i = len;
+        while (i > 0 && newlines < lines) {
+            if (chunk[--i] == '\n' && start - (off_t)len + (off_t)i != size - 1)
+                newlines++;
+        }
+        if (newlines == lines) { /* the first line wanted starts after that newline */
+            start = start - (off_t)len + (off_t)i + 1;
+            break;
+        }
+        start -= (off_t)len;
+    }
+    size_t total = (size_t)(size - start);
+    if (!(buf = sb_malloc(total + 1)) || !(in->recovered = json_object())) {
+        rc = SB_ENOMEM;
+        sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+        goto out;
+    }
+    if (total && pread(fd, buf, total, start) != (ssize_t)total)
+        goto io;
+    buf[total] = '\0';
+    for (char *line = buf, *end; *line; line = end) {
+        end = strchr(line, '\n');
+        end = end ? end + 1 : line + strlen(line);
+        json_t *j = json_loadb(line, (size_t)(end - line), 0, NULL);
+        const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;
+        const char *handler = j ? json_string_value(json_object_get(j, "handler")) : NULL;
+        char key[LINE_BUF];
+        if (id && recover_key(key, sizeof key, handler, id) &&
+            json_object_set_new(in->recovered, key, json_true()) != 0) {
+            json_decref(j);
+            rc = SB_ENOMEM;
+            sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+            goto out;
+        }
+        json_decref(j);
+    }
+    rc = SB_EOK;
+    goto out;
+io:
+    sb__mod_err(errstr, errstr_size, MOD ": cannot read back %s: %s", in->path, strerror(errno));
+out:
+    sb_free(buf);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
 {
-    static const char *const keys[] = {"path", "fsync", "fields", NULL};
+    static const char *const keys[] = {"path", "fsync", "fields", "recover_lines", NULL};
     int rc = sb__mod_check_keys(MOD, config, keys, errstr, errstr_size);
     if (rc != SB_EOK)
         return rc;
@@ -61,6 +148,13 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
     json_t *fs = json_object_get(config, "fsync");
     if (fs && !json_is_boolean(fs)) {
         sb__mod_err(errstr, errstr_size, MOD ": fsync must be true or false");
+        return SB_ECONFIG;
+    }
+    json_t *rl = json_object_get(config, "recover_lines");
+    if (rl && (!json_is_integer(rl) || json_integer_value(rl) < 0 ||
+               json_integer_value(rl) > RECOVER_MAX)) {
+        sb__mod_err(errstr, errstr_size, MOD ": recover_lines must be an integer 0..%d",
+                    RECOVER_MAX);
         return SB_ECONFIG;
     }
     record_inst_t *in = sb_calloc(1, sizeof *in);
@@ -110,6 +204,9 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
         }
         close(rfd);
     }
+    if (rl && json_integer_value(rl) > 0 &&
+        (rc = recover(in, (size_t)json_integer_value(rl), errstr, errstr_size)) != SB_EOK)
+        goto err;
     *ud = in;
     return SB_EOK;
 err:
@@ -162,6 +259,15 @@ static sb_outcome_t record_event(sb_context_t *ctx, const sb_event_t *ev, void *
     if (!in) {
         sb_ctx_reason(ctx, MOD ": not initialised");
         return SB_RETRY;
+    }
+    char key[LINE_BUF];
+    if (in->recovered && recover_key(key, sizeof key, sb_ctx_handler(ctx), sb_event_id(ev)) &&
+        json_object_get(in->recovered, key)) {
+        sb_log(MOD, SB_LOG_INFO,
+               "%s: event %s is in the ledger already (written before this start, before "
+               "its completion was stored): not appended again",
+               sb_ctx_handler(ctx), sb_event_id(ev));
+        return SB_OK;
     }
     json_t *o = build_line(in, ctx, ev);
     if (!o) {

@@ -152,6 +152,61 @@ static void test_record_writes_ledger(void **state)
     json_decref(line);
 }
 
+/* recover_lines: the ledger's last lines, written before this start (here by "earlier
+ * processes"), are not appended again for the same handler and id; older lines, other
+ * handlers' lines and a fragment torn by a kill do not count. */
+static void test_record_recovers_tail(void **state)
+{
+    char path[] = "/tmp/sb_test_harness_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    static const char before[] = "{\"id\":\"a1\",\"handler\":\"record\"}\n"
+                                 "{\"id\":\"a2\",\"handler\":\"record\"}\n"
+                                 "{\"id\":\"a3\",\"handler\":\"record\"}\n"
+                                 "{\"id\":\"a4\",\"handler\":\"other\"}\n"
+                                 "{\"id\":\"a5\",\"handler\":\"record\"}\n"
+                                 "{\"id\":\"a3\",\"handler\":\"record\"}\n"
+                                 "{\"id\":\"a6\",\"ha"; /* torn */
+    assert_int_equal(write(fd, before, sizeof before - 1), (ssize_t)(sizeof before - 1));
+    close(fd);
+    char yaml[256];
+    snprintf(yaml, sizeof yaml, "config:\n  path: \"%s\"\n  recover_lines: 4\n", path);
+    sb_test_t *t = load("record", yaml);
+    /* a5 and a3 are in the last 4 lines; a4 only for another handler, a2 before them, a6
+     * torn: those three are appended. */
+    static const char *const sent[] = {"a5", "a3", "a4", "a2", "a6"};
+    char body[64];
+    for (size_t i = 0; i < sizeof sent / sizeof *sent; i++) {
+        sb_test_result_t r;
+        snprintf(body, sizeof body, "{\"Id\": \"%s\"}", sent[i]);
+        send_ok(t, "DataSyncCompletedEvent", body, NULL, &r);
+        assert_int_equal(r.outcome, SB_TEST_ACKED);
+    }
+    sb_test_destroy(t);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[256];
+    size_t n = 0;
+    const char *want_after[] = {"a4", "a2", "a6"};
+    while (fgets(line, sizeof line, f)) {
+        if (n++ < 7)
+            continue; /* the lines written before (the fragment ended at start-up) */
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j);
+        assert_string_equal(json_string_value(json_object_get(j, "id")), want_after[n - 8]);
+        json_decref(j);
+    }
+    fclose(f);
+    assert_int_equal(n, 7 + 3);
+
+    /* A bad value is refused at start. */
+    char err[256] = "";
+    snprintf(yaml, sizeof yaml, "config:\n  path: \"%s\"\n  recover_lines: -1\n", path);
+    assert_null(sb_test_new("record", yaml, err, sizeof err));
+    assert_non_null(strstr(err, "recover_lines"));
+    unlink(path);
+}
+
 /* ---- the notifier module --------------------------------------------------------------- */
 
 /* The i-th published body, parsed; the test fails when it is not a JSON object. */
@@ -312,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_fail_times_recovers),
         cmocka_unit_test(test_fail_max_attempts),
         cmocka_unit_test(test_record_writes_ledger),
+        cmocka_unit_test(test_record_recovers_tail),
         cmocka_unit_test(test_notifier_completed),
         cmocka_unit_test(test_notifier_failed_is_error),
         cmocka_unit_test(test_notifier_missing_job_id),
