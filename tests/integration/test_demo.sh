@@ -7,7 +7,13 @@ set -u
 bin=$1
 broker=$2
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# The demo keeps its ledger for the user (the summary names it); the test removes it.
+cleanup() {
+    dir=$(sed -n 's|^ *ledger  *\(/.*/switchboard-demo-[^/]*\)/ledger[.]jsonl$|\1|p' "$out" | head -n 1)
+    [ -n "$dir" ] && rm -rf "$dir"
+    rm -f "$out"
+}
+trap cleanup EXIT
 fails=0
 
 fail() {
