@@ -252,24 +252,34 @@ static kpart_t *get_part(kafkatx_t *tx, const char *topic, int32_t partition)
     }
     kp->next_fetch = -1;
     kp->store = -1;
+    kp->barrier = -1;
     kp->next_all = tx->parts;
     tx->parts = kp;
     return kp;
 }
 
-/* Drops every QUEUED message (never handed over; the next owner fetches them again). */
-static void drop_queued(kpart_t *kp)
+/* Drops every QUEUED message (never handed over; the next owner fetches them again). The
+ * first one dropped becomes the partition's barrier: messages after it may be in flight
+ * already (other keys, claimed ahead, a requeued retry before them) and settle later, but
+ * the stored offset must stop at the hole, or the next owner would start past a message
+ * nobody handled; and those still waiting for their turn must not run ahead of it
+ * (grant_turns denies them). */
+static void drop_queued(kafkatx_t *tx, kpart_t *kp)
 {
     for (kmsg_t *m = kp->head, *next; m; m = next) {
         next = m->next;
         if (m->state != K_QUEUED)
             continue;
+        if (kp->barrier < 0 || m->d.offset < kp->barrier)
+            kp->barrier = m->d.offset;
         part_unlink(kp, m);
         kp->n_queued--;
         free_msg(m);
     }
     kp->hold_until = 0;
     event_del(kp->hold);
+    if (kp->barrier >= 0)
+        mark_ready(tx, kp); /* the pump denies the turns behind the barrier */
 }
 
 /* The partition is no longer ours: free what is settled or queued, orphan what is in
@@ -296,15 +306,16 @@ static void detach_part(kafkatx_t *tx, kpart_t *kp)
     kp->n_queued = kp->n_active = 0;
     kp->owned = kp->revoking = kp->paused = kp->dirty = false;
     kick(tx); /* deny_orphans() */
-    kp->next_fetch = kp->store = -1;
+    kp->next_fetch = kp->store = kp->barrier = -1;
     kp->hold_until = 0;
     event_del(kp->hold);
 }
 
-/* Pops the settled prefix; the offset after it is the one to store. */
+/* Pops the settled prefix, up to the barrier; the offset after it is the one to store. */
 static void advance_prefix(kpart_t *kp)
 {
-    while (kp->head && kp->head->state == K_DONE) {
+    while (kp->head && kp->head->state == K_DONE &&
+           (kp->barrier < 0 || kp->head->d.offset < kp->barrier)) {
         kmsg_t *m = kp->head;
         kp->store = m->d.offset + 1;
         kp->dirty = true;
@@ -450,6 +461,22 @@ static void turn_clear(kafkatx_t *tx, kmsg_t *m)
     m->turn.on_grant = NULL;
 }
 
+/* Denies the turn to every message from m on that still waits for one (behind a barrier:
+ * they must not run); the dispatcher releases them unrun. */
+static void deny_turns(kafkatx_t *tx, kmsg_t *m)
+{
+    for (; m; m = m->next) {
+        if (m->state != K_INFLIGHT || !m->d.turn || m->turn.granted || m->turn.denied)
+            continue;
+        m->turn.denied = true;
+        tx->n_waiting--;
+        void (*cb)(void *) = m->turn.on_grant;
+        m->turn.on_grant = NULL;
+        if (cb)
+            cb(m->turn.arg);
+    }
+}
+
 /* Gives the turn to the first waiting message of kp once everything before it released
  * its turn, and so on down the list. A granted handler may settle inside on_grant; nothing
  * is unlinked synchronously, so the walk stays valid. */
@@ -460,6 +487,10 @@ static void grant_turns(kafkatx_t *tx, kpart_t *kp)
             continue;
         if (m->state != K_INFLIGHT)
             return;
+        if (kp->barrier >= 0 && m->d.offset > kp->barrier) {
+            deny_turns(tx, m);
+            return;
+        }
         if (!m->turn.granted) {
             m->turn.granted = true;
             tx->n_waiting--;
@@ -768,7 +799,7 @@ static void rebalance(kafkatx_t *tx, rd_kafka_t *rk, rd_kafka_resp_err_t err,
         kpart_t *kp = find_part(tx, parts->elems[i].topic, parts->elems[i].partition);
         if (!kp)
             continue;
-        drop_queued(kp);
+        drop_queued(tx, kp);
         kp->revoking = true;
     }
     tx->pending_revoke = rd_kafka_topic_partition_list_copy(parts);
@@ -1093,7 +1124,7 @@ static void tx_stop(sb__transport_t *t)
     tx->stopped = true;
     for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
         if (kp->owned && !kp->revoking)
-            drop_queued(kp); /* never handed over: re-read after a restart */
+            drop_queued(tx, kp); /* never handed over: re-read after a restart */
     kick(tx);
 }
 
