@@ -642,21 +642,28 @@ static void set_paused(kafkatx_t *tx, kpart_t *kp, bool pause)
     rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition);
     rd_kafka_resp_err_t err = pause ? rd_kafka_pause_partitions(tx->consumer, l)
                                     : rd_kafka_resume_partitions(tx->consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         kp->paused = pause;
+        if (!pause && tx->waker) /* fetch now, not at the fetcher's next 1 s tick */
+            sb__kafka_waker_poke(tx->waker, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* A partition whose head waits (a retry topic's due time, or an in-place retry's delay) is
+ * paused for the wait: its fetched messages would fill the local bound that every partition
+ * shares, and with the bound reached nothing more is taken from librdkafka, so the other
+ * partitions, rebalances and the poll interval would all wait for this one. (A partition
+ * that is merely slow is not paused: the shared bound stops the fetch for all, and pausing
+ * costs a fetcher wake-up on resume.) */
 static void reconcile_pauses(kafkatx_t *tx, int64_t now)
 {
     for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
         if (!kp->owned || kp->revoking)
             continue;
-        bool held = kp->is_retry && kp->hold_until > now;
-        if (!kp->paused && (kp->n >= tx->backlog || held))
-            set_paused(tx, kp, true);
-        else if (kp->paused && kp->n <= tx->backlog / 2 && !held)
-            set_paused(tx, kp, false);
+        bool held = kp->hold_until > now;
+        if (kp->paused != held)
+            set_paused(tx, kp, held);
     }
 }
 

@@ -5,6 +5,10 @@
  *     shows attempts 1, 2, 3 per id, spaced by at least the configured delay.
  *  2. retry: in_place: same failures on one partition; the partition is held for the delay
  *     and order is kept: the ledger is id0 a1, id0 a2, id0 a3, id1 a1, ...
+ *  2b. a held partition is paused and does not hold the others up: partition 0's first event
+ *     retries in place after 30 s, with thousands behind it; partition 1's 20,000 events are
+ *     all handled meanwhile (the local bound is small, so partition 0's fetched messages
+ *     alone would fill it and stop the intake of every partition).
  *  3. dead letters: every attempt fails, max_attempts 2 (one retry through the retry topic);
  *     <topic>.dlq, read with a plain consumer, has for every event the original key, value
  *     and headers plus x-sb-reason=max-attempts, x-sb-error, x-sb-handler, x-sb-attempts=2,
@@ -165,6 +169,48 @@ static void retry_in_place(const char *brokers)
     teardown(&s);
 }
 
+static void held_partition_paused(const char *brokers)
+{
+    enum { N0 = 4000, N1 = 20000 };
+    setup_t s;
+    setup(&s, brokers, 2, N0 + N1, "    retry: in_place\n    partition_backlog: 1000\n",
+          "  - name: once\n    module: fail\n    bind: [\"Fail.Once\"]\n    config: {times: 1}\n",
+          "retry: {policy: fixed, base_delay: 30s, max_attempts: 5, jitter: false}\n");
+    kt_events_t first;
+    kt_events_make(&first, 1, 1, "Fail.Once");
+    const char **b0 = malloc((N0 + 1) * sizeof *b0);
+    SBT_CHECK(b0 != NULL);
+    b0[0] = first.bodies[0];
+    for (int i = 0; i < N0; i++)
+        b0[1 + i] = s.ev.bodies[i];
+    SBT_CHECK(sbt_kafka_produce(brokers, s.topic, 0, b0, NULL, N0 + 1, 30000) == 0);
+    SBT_CHECK(sbt_kafka_produce(brokers, s.topic, 1, (const char *const *)s.ev.bodies + N0, NULL,
+                                N1, 30000) == 0);
+    pid_t p = kt_run(s.cfg, s.log);
+    /* Partition 1 done, well before partition 0's retry is due (30 s after its start). */
+    size_t missing = N1, dups, unexpected;
+    uint64_t deadline = sbt_now_ms() + 20000;
+    while (missing && sbt_now_ms() < deadline) {
+        usleep(200 * 1000);
+        sbt_ledger_check(s.ledger, (const char *const *)s.ev.ids + N0, N1, &missing, &dups,
+                         &unexpected);
+    }
+    if (missing)
+        kt_dump_log(s.log);
+    SBT_CHECK_MSG(!missing, "partition 1: %zu of %d not handled in 20 s while partition 0 waits",
+                  missing, N1);
+    sbt_ledger_check(s.ledger, (const char *const *)s.ev.ids, N0, &missing, &dups, &unexpected);
+    SBT_CHECK_MSG(missing == N0, "partition 0 went on past its held head (%zu of %d handled)",
+                  N0 - missing, N0);
+    SBT_CHECK(sbt_stop(p, SIGTERM, 30000) == 0);
+    printf("ok: a partition held for an in-place retry is paused: the other partition's %d "
+           "events were handled meanwhile\n",
+           N1);
+    free(b0);
+    kt_events_free(&first);
+    teardown(&s);
+}
+
 static const char *header(rd_kafka_headers_t *hs, const char *name, size_t *len)
 {
     const void *v = NULL;
@@ -279,6 +325,7 @@ int main(void)
     const char *brokers = sbt_service("SB_TEST_KAFKA_BROKERS", "Apache Kafka");
     retry_topic(brokers);
     retry_in_place(brokers);
+    held_partition_paused(brokers);
     dead_letters(brokers);
     return 0;
 }
