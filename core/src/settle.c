@@ -632,9 +632,11 @@ static void run_handler(sb__hstate_t *hs)
     sb__slot_t *s = hs->slot;
     sb__dispatcher_t *dp = s->dp;
     hs->started_us = sb__datetime_now_us();
+    /* Its claim is renewed while it runs: a blocking handler, an asynchronous one (pending
+     * token) or one whose publishes are still unconfirmed may outlast the lease. */
+    if (hs->claimed)
+        renew_start(dp);
     if (hs->h->blocking) {
-        if (hs->claimed)
-            renew_start(dp);
         hs->on_worker = true;
         int rc = dp->pool ? sb__pool_submit(dp->pool, worker_run, worker_done, hs) : SB_EINVAL;
         if (rc != SB_EOK) {

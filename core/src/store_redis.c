@@ -751,23 +751,25 @@ static int rs_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__cla
 }
 
 /* complete, release and extend. Completes and releases are not held to max_outstanding:
- * each follows a claim that was, and refusing one would only leave a lease behind. */
+ * each follows a claim that was, and refusing one would only leave a lease behind. An
+ * extend that cannot be sent now (down, or too many outstanding) fails at once with an
+ * error and no callback, so a renewal that did not happen is not taken for one. */
 static int done_op(rstore_t *s, int op, const char *key, uint64_t ms, sb__store_done_cb cb,
                    void *arg)
 {
     if (!key || (op != OP_RELEASE && !ms))
         return SB_EINVAL;
+    if (op == OP_EXTEND && (s->state != ST_UP || s->outstanding >= s->max_outstanding)) {
+        s->stats.failed++;
+        return s->state != ST_UP ? SB_EUNAVAILABLE : SB_EBUSY;
+    }
+    if (op != OP_EXTEND) /* forgotten locally even if the call fails (out of memory) */
+        kset_del(s, key, strlen(key));
     req_t *r = req_new(s, op, key, ms);
     if (!r)
         return SB_ENOMEM;
-    if (op != OP_EXTEND)
-        kset_del(s, key, r->klen);
     r->done_cb = cb;
     r->arg = arg;
-    if (op == OP_EXTEND && s->outstanding >= s->max_outstanding) {
-        fail(s, r, SB_EBUSY);
-        return SB_EOK;
-    }
     if (submit(s, r) != SB_EOK)
         fail(s, r, SB_EUNAVAILABLE);
     return SB_EOK;

@@ -352,6 +352,24 @@ static void test_noscript(void)
     a->ops->destroy(a);
 }
 
+/* A store that is down answers a renewal (extend) at once with an error and no callback,
+ * so the dispatcher does not count a renewal that was never sent; complete and claim
+ * still answer through their callbacks. */
+static void test_down_answers(void)
+{
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", sbt_free_port());
+    sb__store_t *s = new_store(url, NULL, "down");
+    char *k = key("down:1");
+    res_t x = {0, -1};
+    SBT_CHECK(s->ops->extend(s, k, 30000, done_cb, &x) == SB_EUNAVAILABLE);
+    SBT_CHECK(s->ops->claim(s, k, 30000, claim_cb, &x) == SB_EOK);
+    SBT_CHECK(x.n == 1 && x.last == SB__CLAIM_ERROR); /* the extend called nothing */
+    printf("down: extend refused at once (no callback), claim answered ERROR: ok\n");
+    free(k);
+    s->ops->destroy(s);
+}
+
 typedef struct bulk {
     size_t want, n, owned, errors;
 } bulk_t;
@@ -736,6 +754,7 @@ int main(void)
     test_semantics();
     test_lease_expiry();
     test_noscript();
+    test_down_answers();
     test_pipelining();
     test_access();
     sb__runtime_destroy(rt);
