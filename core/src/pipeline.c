@@ -263,6 +263,8 @@ static int make_store(sb__pipeline_t *p, char *errstr, size_t n)
         sb__redis_store_opts_t o = {
             .url = sb__config_str(p->cfg, "idempotency.redis.url"),
             .password = sb__config_str(p->cfg, "idempotency.redis.password"),
+            /* fail-closed: ack nothing whose "done" Redis has not confirmed */
+            .hold_completes = store_blocks(p),
         };
         int rc = sb__store_redis_new(p->rt, &o, &p->store, errstr, n);
         if (rc == SB_EOK)

@@ -117,6 +117,7 @@ struct rstore {
     kent_t **kset;
     size_t kset_mask, kset_n;
     bool destroying;
+    bool hold_completes;
     bool outage_logged; /* this outage was logged already */
     bool reply_error_logged;
     void (*state_cb)(void *arg, bool up);
@@ -366,7 +367,8 @@ static req_t *req_new(rstore_t *s, int op, const char *key, uint64_t ms)
 }
 
 /* Answers r with a Redis result (v: the script's integer) or a failure (v < 0), then frees
- * it. A complete that failed for lack of a connection is kept for replay instead. */
+ * it. A complete that failed for lack of a connection is kept for replay instead, and with
+ * hold_completes its answer waits for the replay's. */
 static void answer(rstore_t *s, req_t *r, long long v, int fail_status)
 {
     sb__claim_cb ccb = r->claim_cb;
@@ -389,7 +391,10 @@ static void answer(rstore_t *s, req_t *r, long long v, int fail_status)
     int status = v < 0 ? fail_status : v == 1 ? SB_EOK : SB_ESTATE;
     if (r->op == OP_COMPLETE && v < 0 && fail_status == SB_EUNAVAILABLE &&
         s->n_replay < s->max_outstanding) {
-        r->done_cb = NULL;
+        if (s->hold_completes)
+            dcb = NULL; /* answered when the replay is */
+        else
+            r->done_cb = NULL;
         r->next = NULL;
         r->eval = false;
         if (s->replay_tail)
@@ -871,6 +876,7 @@ int sb__store_redis_new(sb__runtime_t *rt, const sb__redis_store_opts_t *o, sb__
     else
         snprintf(s->where, sizeof s->where, "%s:%d", url.host, url.port);
     s->max_outstanding = o->max_outstanding ? o->max_outstanding : DEFAULT_MAX_OUTSTANDING;
+    s->hold_completes = o->hold_completes;
     s->command_timeout_ms = o->command_timeout_ms ? o->command_timeout_ms : DEFAULT_TIMEOUT_MS;
     s->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_TIMEOUT_MS;
     s->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : DEFAULT_TIMEOUT_MS;

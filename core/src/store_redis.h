@@ -67,6 +67,10 @@ typedef struct sb__redis_store_opts {
     uint64_t command_timeout_ms; /* 0: 5000 */
     uint64_t connect_timeout_ms; /* a connect plus handshake; 0: 5000 */
     uint64_t backoff_max_ms;     /* 0: 5000 */
+    bool hold_completes;         /* a complete that lost its connection is answered only once
+                                    replayed on the next one (so nothing is acked that is not
+                                    done); false: answered SB_EUNAVAILABLE at once, replayed
+                                    later all the same */
 } sb__redis_store_opts_t;
 
 /* Creates the store and starts connecting (asynchronously: the first connection is made

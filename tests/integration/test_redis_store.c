@@ -452,6 +452,70 @@ static void test_pipelining(void)
     a->ops->destroy(a);
 }
 
+/* ---- completes across a lost connection -------------------------------------------------- */
+
+static bool disconnected(void *ud)
+{
+    sb__redis_store_stats_t st;
+    sb__store_redis_stats(ud, &st);
+    return st.disconnects > 0;
+}
+
+/* A complete whose connection is lost before Redis answered: with hold_completes (what
+ * on_unavailable: block uses) its answer waits for the replay on the next connection and is
+ * then "done"; without, it is answered SB_EUNAVAILABLE at once (and replayed all the same). */
+static void test_hold_completes(void)
+{
+    if (!testsrv_available()) {
+        printf("hold completes: redis-server not installed, skipped\n");
+        return;
+    }
+    testsrv_t srv = {0};
+    SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", srv.port);
+    redisContext *c = sync_connect(url);
+    for (int hold = 1; hold >= 0; hold--) {
+        sb__redis_store_opts_t o = {.url = url, .owner = "holder", .hold_completes = hold};
+        sb__store_t *s = NULL;
+        SBT_CHECK(sb__store_redis_new(rt, &o, &s, NULL, 0) == SB_EOK);
+        SBT_CHECK(run_until(store_up, s, 5000));
+        char k[64];
+        snprintf(k, sizeof k, "hold:%d", hold);
+        SBT_CHECK(claim(s, k, 30000) == SB__CLAIM_OWNED);
+        /* The complete is written when the loop runs next; the connection is gone by then. */
+        res_t x = {0, 1};
+        SBT_CHECK(s->ops->complete(s, k, 60000, done_cb, &x) == SB_EOK);
+        redisReply *r = redisCommand(c, "CLIENT KILL TYPE normal SKIPME yes");
+        SBT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer >= 1);
+        freeReplyObject(r);
+        SBT_CHECK(run_until(disconnected, s, 5000));
+        if (hold) {
+            SBT_CHECK_MSG(x.n == 0, "answered (%d) before Redis stored done", x.last);
+            SBT_CHECK(run_until(res_answered, &x, 10000)); /* reconnect, replay */
+            SBT_CHECK_MSG(x.last == SB_EOK, "replayed complete: %d", x.last);
+        } else {
+            SBT_CHECK(x.n == 1 && x.last == SB_EUNAVAILABLE);
+            SBT_CHECK(run_until(store_up, s, 10000));
+        }
+        /* Either way Redis has it done once the store is back. */
+        sb__redis_store_stats_t st;
+        do {
+            event_base_loop(base, EVLOOP_ONCE);
+            sb__store_redis_stats(s, &st);
+        } while (st.outstanding > 0 || !s->ops->available(s));
+        r = redisCommand(c, "GET %s", k);
+        SBT_CHECK(r && r->type == REDIS_REPLY_STRING && !strcmp(r->str, "done"));
+        freeReplyObject(r);
+        s->ops->destroy(s);
+    }
+    redisFree(c);
+    testsrv_stop(&srv, SIGTERM);
+    testsrv_cleanup(&srv);
+    printf("completes across a lost connection: held until replayed (hold_completes), else "
+           "answered at once; done in Redis both ways: ok\n");
+}
+
 /* ---- access: password, ACL user, unix socket ------------------------------------------ */
 
 typedef struct errwait {
@@ -757,6 +821,7 @@ int main(void)
     test_down_answers();
     test_pipelining();
     test_access();
+    test_hold_completes();
     sb__runtime_destroy(rt);
     rt = NULL;
     test_pipeline_duplicates_and_crash();
