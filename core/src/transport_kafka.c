@@ -461,6 +461,15 @@ static void turn_clear(kafkatx_t *tx, kmsg_t *m)
     m->turn.on_grant = NULL;
 }
 
+/* Tells the dispatcher that m's turn was decided (granted or denied), once. */
+static void turn_decided(kmsg_t *m)
+{
+    void (*cb)(void *) = m->turn.on_grant;
+    m->turn.on_grant = NULL;
+    if (cb)
+        cb(m->turn.arg);
+}
+
 /* Denies the turn to every message from m on that still waits for one (behind a barrier:
  * they must not run); the dispatcher releases them unrun. */
 static void deny_turns(kafkatx_t *tx, kmsg_t *m)
@@ -470,10 +479,7 @@ static void deny_turns(kafkatx_t *tx, kmsg_t *m)
             continue;
         m->turn.denied = true;
         tx->n_waiting--;
-        void (*cb)(void *) = m->turn.on_grant;
-        m->turn.on_grant = NULL;
-        if (cb)
-            cb(m->turn.arg);
+        turn_decided(m);
     }
 }
 
@@ -494,10 +500,7 @@ static void grant_turns(kafkatx_t *tx, kpart_t *kp)
         if (!m->turn.granted) {
             m->turn.granted = true;
             tx->n_waiting--;
-            void (*cb)(void *) = m->turn.on_grant;
-            m->turn.on_grant = NULL;
-            if (cb)
-                cb(m->turn.arg);
+            turn_decided(m);
         }
         if (m->state == K_INFLIGHT && !m->turn_released)
             return;
@@ -512,9 +515,7 @@ static void deny_orphans(kafkatx_t *tx)
         again = false;
         for (kmsg_t *m = tx->orphans; m; m = m->next) {
             if (m->turn.denied && m->turn.on_grant) {
-                void (*cb)(void *) = m->turn.on_grant;
-                m->turn.on_grant = NULL;
-                cb(m->turn.arg);
+                turn_decided(m);
                 again = true;
                 break;
             }

@@ -124,14 +124,7 @@ int main(void)
            "lines at the outage; %zu kafka warnings logged\n",
            N, max_attempt, during, warnings);
     kt_events_free(&ev);
-    unlink(ledger);
-    unlink(log);
-    unlink(cfg);
-    free(cfg);
-    free(topic);
-    free(group);
-    free(ledger);
-    free(log);
+    kt_files_free(topic, group, ledger, log, cfg);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(host);
     return 0;

@@ -65,13 +65,6 @@ int main(void)
            N, dups);
     SBT_CHECK_MSG(dups < at_kill, "nothing was committed before the crash");
     kt_events_free(&ev);
-    unlink(ledger);
-    unlink(log);
-    unlink(cfg);
-    free(cfg);
-    free(topic);
-    free(group);
-    free(ledger);
-    free(log);
+    kt_files_free(topic, group, ledger, log, cfg);
     return 0;
 }

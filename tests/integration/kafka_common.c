@@ -1,6 +1,7 @@
 /* kafka_common.c: see kafka_common.h. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "kafka_common.h"
@@ -115,4 +116,16 @@ size_t kt_grep(const char *path, const char *needle)
             n++;
     fclose(f);
     return n;
+}
+
+void kt_files_free(char *topic, char *group, char *ledger, char *log, char *cfg)
+{
+    unlink(ledger);
+    unlink(log);
+    unlink(cfg);
+    free(cfg);
+    free(topic);
+    free(group);
+    free(ledger);
+    free(log);
 }

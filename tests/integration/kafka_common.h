@@ -30,6 +30,9 @@ pid_t kt_run(const char *cfg, const char *log);
 /* Prints the last lines of a log to stderr (on failure). */
 void kt_dump_log(const char *log);
 
+/* Removes the ledger, log and config files and frees the five names (a test's teardown). */
+void kt_files_free(char *topic, char *group, char *ledger, char *log, char *cfg);
+
 /* Count of lines of path containing `needle`. */
 size_t kt_grep(const char *path, const char *needle);
 

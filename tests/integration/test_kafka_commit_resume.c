@@ -71,14 +71,7 @@ static void scenario(const char *brokers, const char *concurrency)
     SBT_CHECK(kt_grep(log, "kafka: assigned") >= 2);
     printf("ok: %s: %d ids once each across a SIGTERM and a restart\n", concurrency, ev.n);
     kt_events_free(&ev);
-    unlink(ledger);
-    unlink(log);
-    unlink(cfg);
-    free(cfg);
-    free(topic);
-    free(group);
-    free(ledger);
-    free(log);
+    kt_files_free(topic, group, ledger, log, cfg);
 }
 
 static void hole(const char *brokers)
@@ -134,14 +127,7 @@ static void hole(const char *brokers)
            "the next run\n");
     kt_events_free(&slow);
     kt_events_free(&fast);
-    unlink(ledger);
-    unlink(log);
-    unlink(cfg);
-    free(cfg);
-    free(topic);
-    free(group);
-    free(ledger);
-    free(log);
+    kt_files_free(topic, group, ledger, log, cfg);
 }
 
 int main(void)

@@ -119,14 +119,7 @@ static void scenario(const char *brokers, const char *strategy, const char *redi
     if (redis_url)
         drop_keys(redis_url, group);
     kt_events_free(&ev);
-    unlink(ledger);
-    unlink(log);
-    unlink(cfg);
-    free(cfg);
-    free(topic);
-    free(group);
-    free(ledger);
-    free(log);
+    kt_files_free(topic, group, ledger, log, cfg);
 }
 
 int main(void)
