@@ -73,13 +73,21 @@ void sb__kafka_waker_poke(sb__kafka_waker_t *w, const rd_kafka_topic_partition_l
 {
     if (!w || !parts || parts->cnt == 0)
         return;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts->cnt);
-    if (!l)
-        return;
-    for (int i = 0; i < parts->cnt; i++)
-        rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
     pthread_mutex_lock(&w->mu);
+    /* Pokes not sent yet add up: one request wakes them all. */
     rd_kafka_topic_partition_list_t *old = w->pending;
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new(parts->cnt + (old ? old->cnt : 0));
+    if (!l) {
+        pthread_mutex_unlock(&w->mu);
+        return;
+    }
+    for (int i = 0; old && i < old->cnt; i++)
+        rd_kafka_topic_partition_list_add(l, old->elems[i].topic, old->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++)
+        if (!rd_kafka_topic_partition_list_find(l, parts->elems[i].topic,
+                                                parts->elems[i].partition))
+            rd_kafka_topic_partition_list_add(l, parts->elems[i].topic, parts->elems[i].partition);
     w->pending = l;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);

@@ -558,7 +558,7 @@ static void replay_completes(rstore_t *s)
         r->next = NULL;
         s->stats.replayed++;
         if (submit(s, r) != SB_EOK)
-            sb_free(r);
+            fail(s, r, SB_EUNAVAILABLE); /* kept for the next connection (or answered) */
         r = next;
     }
 }

@@ -491,12 +491,12 @@ static void grant_turns(kafkatx_t *tx, kpart_t *kp)
     for (kmsg_t *m = kp->head; m; m = m->next) {
         if (m->state == K_DONE)
             continue;
-        if (m->state != K_INFLIGHT)
-            return;
-        if (kp->barrier >= 0 && m->d.offset > kp->barrier) {
+        if (kp->barrier >= 0 && m->d.offset >= kp->barrier) {
             deny_turns(tx, m);
             return;
         }
+        if (m->state != K_INFLIGHT)
+            return;
         if (!m->turn.granted) {
             m->turn.granted = true;
             tx->n_waiting--;
@@ -1047,6 +1047,9 @@ static void requeue(kafkatx_t *tx, kmsg_t *m, uint64_t delay_ms)
     m->not_before = mono_ms() + (int64_t)delay_ms;
     kp->n_active--;
     kp->n_queued++;
+    /* Stopped or revoking: it will not run here again, so it is a barrier too. */
+    if ((tx->stopped || kp->revoking) && (kp->barrier < 0 || m->d.offset < kp->barrier))
+        kp->barrier = m->d.offset;
     mark_ready(tx, kp);
     kick(tx);
 }
