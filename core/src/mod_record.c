@@ -106,9 +106,9 @@ static int recover(record_inst_t *in, size_t lines, char *errstr, size_t errstr_
     if (total && pread(fd, buf, total, start) != (ssize_t)total)
         goto io;
     buf[total] = '\0';
-    for (char *line = buf, *end; *line; line = end) {
-        end = strchr(line, '\n');
-        end = end ? end + 1 : line + strlen(line);
+    for (char *line = buf, *end; line < buf + total; line = end) { /* NUL bytes included */
+        end = memchr(line, '\n', (size_t)(buf + total - line));
+        end = end ? end + 1 : buf + total;
         json_t *j = json_loadb(line, (size_t)(end - line), 0, NULL);
         const char *id = j ? json_string_value(json_object_get(j, "id")) : NULL;
         const char *handler = j ? json_string_value(json_object_get(j, "handler")) : NULL;
