@@ -1,16 +1,29 @@
 /* sbtest.c: implementation of the test-support library (see sbtest.h). Blocking by design:
  * this code runs in test processes, never in the runtime. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <amqp_tcp_socket.h>
 
 #include "sbtest.h"
+
+/* switchboard children not reaped yet: a failing test ends them too (SIGKILL), so no
+ * consumer outlives it. */
+static pid_t children[64];
+
+static void child_forget(pid_t pid)
+{
+    for (size_t i = 0; i < sizeof children / sizeof *children; i++)
+        if (children[i] == pid)
+            children[i] = 0;
+}
 
 void sbt_fail(const char *file, int line, const char *fmt, ...)
 {
@@ -20,6 +33,13 @@ void sbt_fail(const char *file, int line, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    for (size_t i = 0; i < sizeof children / sizeof *children; i++) {
+        /* Only a child of ours still running (one reaped elsewhere gives ECHILD). */
+        if (children[i] > 0 && waitpid(children[i], NULL, WNOHANG) == 0) {
+            kill(children[i], SIGKILL);
+            waitpid(children[i], NULL, 0);
+        }
+    }
     exit(1);
 }
 
@@ -599,6 +619,12 @@ pid_t sbt_spawn_switchboard(const char *const *args, const char *const *env, con
         execv(SB_BIN, (char *const *)argv);
         _exit(127);
     }
+    for (size_t i = 0; i < sizeof children / sizeof *children; i++) {
+        if (children[i] == 0) {
+            children[i] = pid;
+            break;
+        }
+    }
     return pid;
 }
 
@@ -610,11 +636,14 @@ int sbt_stop(pid_t pid, int sig, int timeout_ms)
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid)
+        if (r == pid) {
+            child_forget(pid);
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
         if (sbt_now_ms() >= deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
+            child_forget(pid);
             return -1;
         }
         struct timespec ts = {0, 20 * 1000000L};
