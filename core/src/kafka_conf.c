@@ -78,18 +78,17 @@ bool sb__kafka_conf_user_set(const json_t *props, const char *which, const char 
 
 int sb__kafka_conf_check(const json_t *props, bool warn, char *errstr, size_t n)
 {
-    rd_kafka_conf_t *probe = rd_kafka_conf_new();
-    if (!probe)
-        return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
-    int rc = sb__kafka_conf_apply(props, probe, "consumer", errstr, n);
-    if (rc == SB_EOK && warn)
-        sb__kafka_conf_warn(probe);
-    rd_kafka_conf_destroy(probe);
-    if (rc == SB_EOK && (probe = rd_kafka_conf_new()) != NULL) {
-        rc = sb__kafka_conf_apply(props, probe, "producer", errstr, n);
+    static const char *const clients[] = {"consumer", "producer"};
+    for (size_t i = 0; i < sizeof clients / sizeof *clients; i++) {
+        rd_kafka_conf_t *probe = rd_kafka_conf_new();
+        if (!probe)
+            return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+        int rc = sb__kafka_conf_apply(props, probe, clients[i], errstr, n);
+        if (rc == SB_EOK && warn && i == 0)
+            sb__kafka_conf_warn(probe); /* the consumer's settings */
         rd_kafka_conf_destroy(probe);
-    } else if (rc == SB_EOK) {
-        rc = sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+        if (rc != SB_EOK)
+            return rc;
     }
-    return rc;
+    return SB_EOK;
 }

@@ -258,6 +258,13 @@ static kpart_t *get_part(kafkatx_t *tx, const char *topic, int32_t partition)
     return kp;
 }
 
+/* offset will not be handled here (dropped, or given back once stopped or revoking). */
+static void lower_barrier(kpart_t *kp, int64_t offset)
+{
+    if (kp->barrier < 0 || offset < kp->barrier)
+        kp->barrier = offset;
+}
+
 /* Drops every QUEUED message (never handed over; the next owner fetches them again). The
  * first one dropped becomes the partition's barrier: messages after it may be in flight
  * already (other keys, claimed ahead, a requeued retry before them) and settle later, but
@@ -270,8 +277,7 @@ static void drop_queued(kafkatx_t *tx, kpart_t *kp)
         next = m->next;
         if (m->state != K_QUEUED)
             continue;
-        if (kp->barrier < 0 || m->d.offset < kp->barrier)
-            kp->barrier = m->d.offset;
+        lower_barrier(kp, m->d.offset);
         part_unlink(kp, m);
         kp->n_queued--;
         free_msg(m);
@@ -1048,8 +1054,8 @@ static void requeue(kafkatx_t *tx, kmsg_t *m, uint64_t delay_ms)
     kp->n_active--;
     kp->n_queued++;
     /* Stopped or revoking: it will not run here again, so it is a barrier too. */
-    if ((tx->stopped || kp->revoking) && (kp->barrier < 0 || m->d.offset < kp->barrier))
-        kp->barrier = m->d.offset;
+    if (tx->stopped || kp->revoking)
+        lower_barrier(kp, m->d.offset);
     mark_ready(tx, kp);
     kick(tx);
 }
