@@ -105,7 +105,10 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
                     p->transport_kind);
 }
 
-#define CLAIM_AHEAD 128 /* messages of one ordering unit handed over before their turn */
+/* Messages of one ordering unit handed over before their turn (all units together: at most
+ * half of max_inflight). Measured with Redis idempotency on a 3-partition topic: 128 ->
+ * 64-112k msgs/s, 256 -> 76-209k, 512 -> 182-224k (larger windows fill Redis's batches). */
+#define CLAIM_AHEAD 512
 
 /* ---- the store gate ------------------------------------------------------------------- */
 

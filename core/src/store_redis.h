@@ -2,16 +2,22 @@
  *
  * Same protocol and results as the memory store (store.h, store_memory.h), shared between
  * processes through Redis. Values: "inprogress:<owner>" while leased, "done" once handled.
- *  claim(key, lease):  one EVALSHA: absent -> SET inprogress:<owner> PX lease, OWNED;
- *                      "done" -> DONE; ours -> PEXPIRE lease, OWNED; another's -> BUSY.
+ *  claim(key, lease):  SET key inprogress:<owner> NX PX lease: taken -> OWNED; when the
+ *                      key exists, one EVALSHA tells "done" -> DONE; ours -> PEXPIRE
+ *                      lease, OWNED; another's -> BUSY.
  *                      A key this process has claimed and not yet completed or released
  *                      answers BUSY without asking Redis (two copies of one event in flight
  *                      in the same process must not both run).
  *  complete(key, ttl): ours or absent -> "done" PX ttl, SB_EOK; done already -> SB_EOK;
- *                      another owner's -> SB_ESTATE. (Absent: the lease expired or Redis lost
- *                      its data; the event *was* handled, so remembering it is right.) A
- *                      complete that could not reach Redis is answered SB_EUNAVAILABLE and
- *                      replayed once the connection is back (bounded by max_outstanding).
+ *                      another owner's -> SB_ESTATE. (Absent: the lease expired or Redis
+ *                      lost its data; the event *was* handled, so remembering it is
+ *                      right.) While the lease of our claim (or of its last extend)
+ *                      certainly still runs by our clock (written at T with lease L: until
+ *                      T + L - max(L/8, 100 ms)), the key can only be ours, and the complete
+ *                      is the native SET key done XX PX ttl instead of the script (a key
+ *                      that vanished falls back to the script). A complete that could not
+ *                      reach Redis is answered SB_EUNAVAILABLE and replayed (always with
+ *                      the script) once the connection is back (bounded by max_outstanding).
  *  release(key):       compare-and-delete by owner: SB_EOK, or SB_ESTATE if not ours.
  *  extend(key, lease): compare-and-PEXPIRE by owner: SB_EOK, or SB_ESTATE.
  * Scripts are loaded with SCRIPT LOAD at every connect; NOSCRIPT makes the command go
@@ -92,15 +98,16 @@ void sb__store_redis_set_state_cb(sb__store_t *s, void (*cb)(void *arg, bool up)
 const char *sb__store_redis_last_error(sb__store_t *s);
 
 typedef struct sb__redis_store_stats {
-    uint64_t commands;    /* written to Redis */
-    uint64_t replies;     /* answered by Redis */
-    uint64_t failed;      /* answered locally: down, overloaded, connection lost */
-    uint64_t noscript;    /* NOSCRIPT replies, re-sent as EVAL */
-    uint64_t connects;    /* handshakes completed */
-    uint64_t disconnects; /* connections lost or attempts failed */
-    uint64_t replayed;    /* completes replayed after a reconnect */
-    uint64_t local_busy;  /* claims answered BUSY for a key claimed in this process */
-    size_t outstanding;   /* commands awaiting replies now */
+    uint64_t commands;       /* written to Redis */
+    uint64_t replies;        /* answered by Redis */
+    uint64_t failed;         /* answered locally: down, overloaded, connection lost */
+    uint64_t noscript;       /* NOSCRIPT replies, re-sent as EVAL */
+    uint64_t connects;       /* handshakes completed */
+    uint64_t disconnects;    /* connections lost or attempts failed */
+    uint64_t replayed;       /* completes replayed after a reconnect */
+    uint64_t local_busy;     /* claims answered BUSY for a key claimed in this process */
+    uint64_t fast_completes; /* completes done with SET XX within a certain lease */
+    size_t outstanding;      /* commands awaiting replies now */
 } sb__redis_store_stats_t;
 
 /* Counters; zeros for a store that is not a Redis store. */

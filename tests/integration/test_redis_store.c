@@ -3,7 +3,8 @@
  * - URL parsing (redis://, unix://, user, password, IPv6, database; bad URLs).
  * - claim / complete / release / extend results with two stores of different owners (two
  *   consumers), on the shared Redis with this run's own key prefix (removed at the end).
- * - Lease expiry, NOSCRIPT recovery after SCRIPT FLUSH, 10,000 pipelined claims (ops/s
+ * - Lease expiry; a complete within a certain lease is SET XX, else the script; NOSCRIPT
+ *   recovery after SCRIPT FLUSH, 10,000 pipelined claims (ops/s
  *   printed), the bound on outstanding commands.
  * - A private redis-server (requirepass, unix socket, ACL user): missing or wrong
  *   password gives a clear error and no availability; the right one, the socket URL with
@@ -280,6 +281,97 @@ static void test_semantics(void)
     a->ops->destroy(a);
     b->ops->destroy(b);
     printf("semantics (owned/done/busy, release, extend, complete rules): ok\n");
+}
+
+static char *get_str(redisContext *c, const char *k)
+{
+    redisReply *r = redisCommand(c, "GET %s", k);
+    SBT_CHECK(r);
+    char *v = strdup(r->type == REDIS_REPLY_STRING ? r->str : "(nil)");
+    freeReplyObject(r);
+    return v;
+}
+
+static uint64_t fast_completes(sb__store_t *s)
+{
+    sb__redis_store_stats_t st;
+    sb__store_redis_stats(s, &st);
+    return st.fast_completes;
+}
+
+/* A complete while our lease certainly runs is the native SET key done XX PX ttl; once
+ * that is not certain (near the lease's end, after it, the key gone) the owner-checking
+ * script decides, with the same results. */
+static void test_fast_complete(void)
+{
+    sb__store_t *a = connected_store("fast-a");
+    sb__store_t *b = connected_store("fast-b");
+    redisContext *c = sync_connect(redis_url);
+    char *k1 = key("fast:1"), *k2 = key("fast:2"), *k3 = key("fast:3"), *k4 = key("fast:4"),
+         *k5 = key("fast:5");
+
+    /* Within the lease: the fast path, "done" with the done TTL. */
+    SBT_CHECK(claim(a, k1, 30000) == SB__CLAIM_OWNED);
+    SBT_CHECK(op(a, "complete", k1, 60000) == SB_EOK);
+    SBT_CHECK(fast_completes(a) == 1);
+    char *v = get_str(c, k1);
+    SBT_CHECK_MSG(!strcmp(v, "done"), "k1 = %s", v);
+    free(v);
+    redisReply *r = redisCommand(c, "PTTL %s", k1);
+    SBT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 50000 && r->integer <= 60000);
+    freeReplyObject(r);
+    SBT_CHECK(claim(b, k1, 30000) == SB__CLAIM_DONE);
+
+    /* The key vanished under a running lease (deleted, evicted): XX does not write, the
+     * script remembers the event as done. */
+    SBT_CHECK(claim(a, k2, 30000) == SB__CLAIM_OWNED);
+    r = redisCommand(c, "DEL %s", k2);
+    freeReplyObject(r);
+    SBT_CHECK(op(a, "complete", k2, 60000) == SB_EOK);
+    SBT_CHECK(fast_completes(a) == 1);
+    v = get_str(c, k2);
+    SBT_CHECK_MSG(!strcmp(v, "done"), "k2 = %s", v);
+    free(v);
+
+    /* Past the certain part of a 300 ms lease (until 200 ms): the script. */
+    SBT_CHECK(claim(a, k3, 300) == SB__CLAIM_OWNED);
+    usleep(250 * 1000);
+    SBT_CHECK(op(a, "complete", k3, 60000) == SB_EOK);
+    SBT_CHECK(fast_completes(a) == 1);
+
+    /* The lease ran out and b took the key: the script refuses a's complete, b's holds. */
+    SBT_CHECK(claim(a, k4, 300) == SB__CLAIM_OWNED);
+    usleep(400 * 1000);
+    SBT_CHECK(claim(b, k4, 30000) == SB__CLAIM_OWNED);
+    SBT_CHECK(op(a, "complete", k4, 60000) == SB_ESTATE);
+    SBT_CHECK(fast_completes(a) == 1);
+    v = get_str(c, k4);
+    SBT_CHECK_MSG(!strcmp(v, "inprogress:fast-b"), "k4 = %s", v);
+    free(v);
+    SBT_CHECK(op(b, "complete", k4, 60000) == SB_EOK);
+    SBT_CHECK(fast_completes(b) == 1);
+
+    /* An extend makes the lease certain again: past the claim's 1 s but within the
+     * extension, the fast path. */
+    SBT_CHECK(claim(a, k5, 1000) == SB__CLAIM_OWNED);
+    SBT_CHECK(op(a, "extend", k5, 60000) == SB_EOK);
+    usleep(1000 * 1000);
+    SBT_CHECK(op(a, "complete", k5, 60000) == SB_EOK);
+    SBT_CHECK(fast_completes(a) == 2);
+    v = get_str(c, k5);
+    SBT_CHECK_MSG(!strcmp(v, "done"), "k5 = %s", v);
+    free(v);
+
+    redisFree(c);
+    free(k1);
+    free(k2);
+    free(k3);
+    free(k4);
+    free(k5);
+    a->ops->destroy(a);
+    b->ops->destroy(b);
+    printf("complete within a certain lease: SET XX (2 of 5); near or past it, or the key "
+           "gone: the owner-checking script: ok\n");
 }
 
 typedef struct expiry {
@@ -817,6 +909,7 @@ int main(void)
     base = sb__runtime_base(rt);
     test_semantics();
     test_lease_expiry();
+    test_fast_complete();
     test_noscript();
     test_down_answers();
     test_pipelining();
