@@ -70,6 +70,7 @@ static const char *const scripts[N_OPS] = {
 static const char *const op_names[N_OPS] = {"claim", "complete", "release", "extend"};
 
 typedef struct rstore rstore_t;
+typedef struct kent kent_t;
 
 /* One command awaiting its reply (or, for a complete, awaiting a replay). */
 typedef struct req {
@@ -81,6 +82,7 @@ typedef struct req {
     bool fast;   /* a complete sent as SET key done XX PX ttl (see complete_is_fast) */
     uint64_t ms;
     uint64_t sent_ms; /* when it was last written (claims and extends: the lease's start) */
+    kent_t *kent;     /* a claim: its entry in the local key set (NULL once gone) */
     sb__claim_cb claim_cb;
     sb__store_done_cb done_cb;
     void *arg;
@@ -89,12 +91,13 @@ typedef struct req {
 } req_t;
 
 /* The local set of keys claimed by this process (claim sent or owned). */
-typedef struct kent {
-    struct kent *next;
+struct kent {
+    kent_t *next;
     uint64_t h;
     uint64_t valid_until; /* our lease certainly runs until then (mono ms); 0: unknown */
+    req_t *claim;         /* the claim awaiting its answer, if any */
     char key[];
-} kent_t;
+};
 
 /* Handshake steps (privdata of their replies). */
 enum { HS_AUTH = 0, HS_SELECT = 1, HS_LOAD0 = 2, HS_N = HS_LOAD0 + N_OPS };
@@ -133,10 +136,14 @@ struct rstore {
 
 static const sb__store_ops_t redis_ops;
 
+/* The coarse clock (a few ms of resolution, several times cheaper: it is read for every
+ * command and reply). It lags the precise one by up to a tick, so a command's sent_ms is
+ * never later than the truth; the lease margin (at least 100 ms) covers reading "now" a
+ * tick early. */
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
@@ -309,7 +316,7 @@ static bool kset_has(rstore_t *s, const char *key, size_t klen)
     return *kset_find(s, key, klen, fnv1a(key, klen)) != NULL;
 }
 
-static int kset_add(rstore_t *s, const char *key, size_t klen)
+static int kset_add(rstore_t *s, const char *key, size_t klen, kent_t **out)
 {
     if (s->kset_n >= s->kset_mask + 1) { /* grow to keep chains short */
         size_t nsize = (s->kset_mask + 1) * 2;
@@ -335,11 +342,13 @@ static int kset_add(rstore_t *s, const char *key, size_t klen)
         return SB_ENOMEM;
     e->h = h;
     e->valid_until = 0;
+    e->claim = NULL;
     memcpy(e->key, key, klen + 1);
     kent_t **slot = &s->kset[h & s->kset_mask];
     e->next = *slot;
     *slot = e;
     s->kset_n++;
+    *out = e;
     return SB_EOK;
 }
 
@@ -351,6 +360,8 @@ static uint64_t kset_del(rstore_t *s, const char *key, size_t klen)
     if (*pp) {
         kent_t *e = *pp;
         valid_until = e->valid_until;
+        if (e->claim)
+            e->claim->kent = NULL;
         *pp = e->next;
         sb_free(e);
         s->kset_n--;
@@ -364,7 +375,8 @@ static uint64_t kset_del(rstore_t *s, const char *key, size_t klen)
  * different rates. ok false: the key is not ours (an extend refused), nothing is certain. */
 static void note_lease(rstore_t *s, const req_t *r, bool ok)
 {
-    kent_t *e = *kset_find(s, r->key, r->klen, fnv1a(r->key, r->klen));
+    kent_t *e =
+        r->op == OP_CLAIM ? r->kent : *kset_find(s, r->key, r->klen, fnv1a(r->key, r->klen));
     if (!e)
         return; /* completed or released meanwhile */
     uint64_t margin = r->ms / 8 < 100 ? 100 : r->ms / 8;
@@ -404,6 +416,8 @@ static void answer(rstore_t *s, req_t *r, long long v, int fail_status)
             cr = SB__CLAIM_DONE;
         else if (v == 2)
             cr = SB__CLAIM_BUSY;
+        if (r->kent)
+            r->kent->claim = NULL;
         if (cr != SB__CLAIM_OWNED)
             kset_del(s, r->key, r->klen);
         else
@@ -488,6 +502,49 @@ static void drop(rstore_t *s, const char *why, bool free_ctx)
         s->state_cb(s->state_arg, false);
 }
 
+/* v in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+/* A command in the Redis protocol: what redisFormatCommandArgv makes, without allocating. */
+static size_t resp_size(int argc, const size_t *lens)
+{
+    size_t n = 24;
+    for (int i = 0; i < argc; i++)
+        n += lens[i] + 25;
+    return n;
+}
+
+static size_t resp_put(char *buf, int argc, const char *const *argv, const size_t *lens)
+{
+    char *p = buf;
+    *p++ = '*';
+    p = put_u64(p, (uint64_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = put_u64(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    return (size_t)(p - buf);
+}
+
 static void reply_cb(redisAsyncContext *ac, void *rv, void *priv);
 
 /* Writes r with the bookkeeping; SB_EUNAVAILABLE when not up. A claim is first the plain
@@ -498,37 +555,52 @@ static void reply_cb(redisAsyncContext *ac, void *rv, void *priv);
 static int submit(rstore_t *s, req_t *r)
 {
     char ms[24];
-    snprintf(ms, sizeof ms, "%" PRIu64, r->ms);
-    r->sent_ms = mono_ms();
+    const char *argv[6];
+    size_t lens[6];
+    int argc = 6;
+    lens[5] = (size_t)(put_u64(ms, r->ms) - ms);
+    argv[5] = ms;
+    argv[3] = r->key;
+    lens[3] = r->klen;
     if ((r->op == OP_CLAIM && !r->script) || r->fast) {
-        const char *sv[6] = {"SET", r->key, s->owner, "NX", "PX", ms};
-        size_t sl[6] = {3, r->klen, s->owner_len, 2, 2, strlen(ms)};
-        if (r->fast) { /* SET key done XX PX ttl */
-            sv[2] = "done";
-            sl[2] = 4;
-            sv[3] = "XX";
-        }
-        if (!s->ac || s->state != ST_UP ||
-            redisAsyncCommandArgv(s->ac, reply_cb, r, 6, sv, sl) != REDIS_OK)
-            return SB_EUNAVAILABLE;
-        if (s->outstanding++ == 0)
-            s->last_progress_ms = mono_ms();
-        s->stats.commands++;
-        return SB_EOK;
+        /* SET key inprogress:<owner> NX PX lease, or SET key done XX PX ttl */
+        argv[0] = "SET";
+        argv[1] = r->key;
+        argv[2] = r->fast ? "done" : s->owner;
+        argv[3] = r->fast ? "XX" : "NX";
+        argv[4] = "PX";
+        lens[0] = 3;
+        lens[1] = r->klen;
+        lens[2] = r->fast ? 4 : s->owner_len;
+        lens[3] = lens[4] = 2;
+    } else {
+        argv[0] = r->eval ? "EVAL" : "EVALSHA";
+        argv[1] = r->eval ? scripts[r->op] : s->sha[r->op];
+        argv[2] = "1";
+        argv[4] = s->owner;
+        lens[0] = strlen(argv[0]);
+        lens[1] = strlen(argv[1]);
+        lens[2] = 1;
+        lens[4] = s->owner_len;
+        if (r->op == OP_RELEASE)
+            argc = 5;
     }
-    const char *argv[6] = {r->eval ? "EVAL" : "EVALSHA",
-                           r->eval ? scripts[r->op] : s->sha[r->op],
-                           "1",
-                           r->key,
-                           s->owner,
-                           ms};
-    size_t lens[6] = {strlen(argv[0]), strlen(argv[1]), 1, r->klen, s->owner_len, strlen(ms)};
-    int argc = r->op == OP_RELEASE ? 5 : 6;
-    if (!s->ac || s->state != ST_UP ||
-        redisAsyncCommandArgv(s->ac, reply_cb, r, argc, argv, lens) != REDIS_OK)
+    if (!s->ac || s->state != ST_UP)
         return SB_EUNAVAILABLE;
+    /* Formatted here (no allocation for the usual sizes), handed to hiredis as is. */
+    char stack[512], *buf = stack;
+    size_t need = resp_size(argc, lens);
+    if (need > sizeof stack && !(buf = sb_malloc(need)))
+        return SB_EUNAVAILABLE;
+    size_t len = resp_put(buf, argc, argv, lens);
+    int rc = redisAsyncFormattedCommand(s->ac, reply_cb, r, buf, len);
+    if (buf != stack)
+        sb_free(buf);
+    if (rc != REDIS_OK)
+        return SB_EUNAVAILABLE;
+    r->sent_ms = mono_ms();
     if (s->outstanding++ == 0)
-        s->last_progress_ms = mono_ms();
+        s->last_progress_ms = r->sent_ms;
     s->stats.commands++;
     return SB_EOK;
 }
@@ -788,12 +860,13 @@ static int rs_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__cla
     req_t *r = req_new(s, OP_CLAIM, key, lease_ms);
     if (!r)
         return SB_ENOMEM;
-    if (kset_add(s, key, klen) != SB_EOK) {
+    if (kset_add(s, key, klen, &r->kent) != SB_EOK) {
         sb_free(r);
         return SB_ENOMEM;
     }
     r->claim_cb = cb;
     r->arg = arg;
+    r->kent->claim = r;
     if (submit(s, r) != SB_EOK)
         fail(s, r, SB_EUNAVAILABLE);
     return SB_EOK;
