@@ -110,6 +110,13 @@ static int make_transport(sb__pipeline_t *p, char *errstr, size_t n)
  * 64-112k msgs/s, 256 -> 76-209k, 512 -> 182-224k (larger windows fill Redis's batches). */
 #define CLAIM_AHEAD 512
 
+/* The consumer group in idempotency keys: Kafka's group id, else the service name. */
+static const char *key_group(const sb__config_t *cfg, const char *transport_kind)
+{
+    return !strcmp(transport_kind, "kafka") ? sb__config_str(cfg, "transport.kafka.group_id")
+                                            : sb__config_str(cfg, "service.name");
+}
+
 /* ---- the store gate ------------------------------------------------------------------- */
 
 /* With a Redis store and on_unavailable: block, the dispatcher talks to the transport
@@ -263,13 +270,23 @@ static int make_store(sb__pipeline_t *p, char *errstr, size_t n)
         return rc == SB_EOK ? SB_EOK : sb__errf(errstr, n, rc, "memory store: %s", sb_strerror(rc));
     }
     if (!strcmp(kind, "redis")) {
+        /* The write probe goes to a key of this consumer's own namespace (and slot). */
+        const char *prefix = sb__config_str(p->cfg, "idempotency.redis.prefix");
+        const char *group = key_group(p->cfg, sb__config_str(p->cfg, "transport.kind"));
+        size_t plen = strlen(prefix) + strlen(group) + sizeof "{}:probe";
+        char *probe = sb_malloc(plen);
+        if (!probe)
+            return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
+        snprintf(probe, plen, "%s{%s}:probe", prefix, group);
         sb__redis_store_opts_t o = {
             .url = sb__config_str(p->cfg, "idempotency.redis.url"),
             .password = sb__config_str(p->cfg, "idempotency.redis.password"),
+            .probe_key = probe,
             /* fail-closed: ack nothing whose "done" Redis has not confirmed */
             .hold_completes = store_blocks(p),
         };
         int rc = sb__store_redis_new(p->rt, &o, &p->store, errstr, n);
+        sb_free(probe);
         if (rc == SB_EOK)
             sb__store_redis_set_state_cb(p->store, store_state_cb, p);
         return rc;
@@ -307,12 +324,10 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         goto err;
     if ((rc = make_store(p, errstr, n)) != SB_EOK || (rc = make_transport(p, errstr, n)) != SB_EOK)
         goto err;
-    const char *kafka_group = sb__config_str(cfg, "transport.kafka.group_id");
     sb__dispatcher_opts_t o = {
         .max_inflight = max_inflight,
         .consumer = sb__config_str(cfg, "service.name"),
-        .group =
-            !strcmp(p->transport_kind, "kafka") ? kafka_group : sb__config_str(cfg, "service.name"),
+        .group = key_group(cfg, p->transport_kind),
         .key_prefix = sb__config_str(cfg, "idempotency.redis.prefix"),
         .lease_ms = sb__config_duration_ms(cfg, "idempotency.redis.lease"),
         .done_ttl_ms = sb__config_duration_ms(cfg, "idempotency.redis.ttl"),

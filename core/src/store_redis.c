@@ -100,8 +100,22 @@ struct kent {
 };
 
 /* Handshake steps (privdata of their replies). */
-enum { HS_AUTH = 0, HS_SELECT = 1, HS_LOAD0 = 2, HS_N = HS_LOAD0 + N_OPS };
-static const int hs_steps[HS_N] = {0, 1, 2, 3, 4, 5};
+enum { HS_AUTH = 0, HS_SELECT = 1, HS_LOAD0 = 2, HS_PROBE = HS_LOAD0 + N_OPS, HS_N };
+static const int hs_steps[HS_N] = {0, 1, 2, 3, 4, 5, 6};
+
+/* Error replies that say Redis takes no writes now (out of memory, a replica, loading,
+ * failing to persist, a busy script, permissions, cluster trouble), as opposed to one
+ * command's own error. */
+static bool refuses_writes(const char *err)
+{
+    static const char *const prefixes[] = {
+        "OOM ",   "READONLY", "LOADING",  "BUSY ",  "MASTERDOWN", "NOREPLICAS",  "MISCONF",
+        "NOAUTH", "NOPERM",   "TRYAGAIN", "MOVED ", "ASK ",       "CLUSTERDOWN", NULL};
+    for (int i = 0; prefixes[i]; i++)
+        if (!strncmp(err, prefixes[i], strlen(prefixes[i])))
+            return true;
+    return false;
+}
 
 struct rstore {
     sb__store_t base; /* must be first */
@@ -110,6 +124,7 @@ struct rstore {
     sb__redis_url_t url;
     char where[300]; /* host:port or the socket path, for logs */
     char *owner;     /* "inprogress:<owner>" (owner starts at owner + 11) */
+    char *probe_key; /* written with XX (so never created) to learn that writes are taken */
     size_t owner_len;
     redisAsyncContext *ac; /* NULL while down */
     int state;
@@ -516,10 +531,11 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
-/* A command in the Redis protocol: what redisFormatCommandArgv makes, without allocating. */
+/* A command in the Redis protocol: what redisFormatCommandArgv makes, without allocating;
+ * NUL-terminated like hiredis's own. */
 static size_t resp_size(int argc, const size_t *lens)
 {
-    size_t n = 24;
+    size_t n = 25;
     for (int i = 0; i < argc; i++)
         n += lens[i] + 25;
     return n;
@@ -542,6 +558,7 @@ static size_t resp_put(char *buf, int argc, const char *const *argv, const size_
         *p++ = '\r';
         *p++ = '\n';
     }
+    *p = '\0'; /* hiredis looks at the command with strchr (as it does its own sds ones) */
     return (size_t)(p - buf);
 }
 
@@ -652,6 +669,17 @@ static void reply_cb(redisAsyncContext *ac, void *rv, void *priv)
             fail(s, r, SB_EUNAVAILABLE);
         return;
     }
+    if (rep->type == REDIS_REPLY_ERROR && refuses_writes(rep->str)) {
+        /* Not this key's problem: Redis takes no writes now. Treated as an outage, so a
+         * complete is replayed (and, held, not answered) rather than taken for done, and
+         * the connection is only up again once a write probe passes (see handshake). */
+        char why[sizeof s->last_error];
+        snprintf(why, sizeof why, "Redis refused a %s: %s", op_names[r->op], rep->str);
+        if (ac == s->ac)
+            drop(s, why, true);
+        fail(s, r, SB_EUNAVAILABLE);
+        return;
+    }
     if (rep->type != REDIS_REPLY_INTEGER) {
         if (!s->reply_error_logged) {
             s->reply_error_logged = true;
@@ -711,15 +739,18 @@ static void handshake_cb(redisAsyncContext *ac, void *rv, void *priv)
             snprintf(why, sizeof why, "AUTH failed: %s", rep->str);
         else if (step == HS_SELECT)
             snprintf(why, sizeof why, "SELECT %d failed: %s", s->url.db, rep->str);
+        else if (step == HS_PROBE)
+            snprintf(why, sizeof why, "Redis refuses writes: %s", rep->str);
         else
             snprintf(why, sizeof why, "SCRIPT LOAD failed: %s", rep->str);
-        sb__log(SB_LOG_ERROR, NULL, "Redis %s: %s", s->where, why);
+        if (!s->outage_logged || strcmp(s->last_logged, why) != 0) /* once per reason */
+            sb__log(SB_LOG_ERROR, NULL, "Redis %s: %s", s->where, why);
         s->outage_logged = true;
         snprintf(s->last_logged, sizeof s->last_logged, "%s", why);
         drop(s, why, true);
         return;
     }
-    if (step >= HS_LOAD0) {
+    if (step >= HS_LOAD0 && step < HS_PROBE) {
         if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
             drop(s, "SCRIPT LOAD: unexpected reply", true);
             return;
@@ -810,6 +841,14 @@ static void start_connect(rstore_t *s)
         const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
         size_t lens[3] = {6, 4, strlen(scripts[i])};
         rc = hs_command(s, HS_LOAD0 + i, 3, argv, lens);
+    }
+    if (rc == SB_EOK) {
+        /* A write that changes nothing (XX: only if the key exists) but is refused like any
+         * write while Redis is out of memory, a replica, loading, ...: the connection counts
+         * as up only when writes are taken. */
+        const char *argv[6] = {"SET", s->probe_key, "1", "XX", "PX", "1"};
+        size_t lens[6] = {3, strlen(s->probe_key), 1, 2, 2, 1};
+        rc = hs_command(s, HS_PROBE, 6, argv, lens);
     }
     if (rc != SB_EOK)
         drop(s, "cannot queue the handshake", true);
@@ -953,6 +992,7 @@ static void rs_destroy(sb__store_t *st)
     }
     sb_free(s->kset);
     sb_free(s->owner);
+    sb_free(s->probe_key);
     sb_free(s);
 }
 
@@ -1019,6 +1059,8 @@ int sb__store_redis_new(sb__runtime_t *rt, const sb__redis_store_opts_t *o, sb__
     s->owner_len = strlen(owner);
     s->kset_mask = 1023;
     if (!(s->owner = sb_strdup(owner)) ||
+        !(s->probe_key =
+              sb_strdup(o->probe_key && *o->probe_key ? o->probe_key : "sb:idem:probe")) ||
         !(s->kset = sb_calloc(s->kset_mask + 1, sizeof *s->kset)) ||
         !(s->reconnect = sb__runtime_timer_new(rt, reconnect_cb, s)) ||
         !(s->watchdog = sb__runtime_timer_new(rt, watchdog_cb, s)))

@@ -27,12 +27,16 @@
  * yet: pipelining across every in-flight message). At most max_outstanding commands wait
  * for replies; beyond that a call answers at once (claim: SB__CLAIM_ERROR, others:
  * SB_EBUSY through the callback). While the connection is down (or still being set up:
- * AUTH, SELECT, SCRIPT LOAD) every call answers at once: claims SB__CLAIM_ERROR, others
- * SB_EUNAVAILABLE. When the connection drops, every outstanding command is answered the
- * same way; none is left unanswered. Reconnection uses exponential backoff with jitter
- * (100 ms doubling to backoff_max_ms). A connection that has commands outstanding and
- * receives no reply for command_timeout_ms is treated as down (a hung Redis must not hold
- * claims forever).
+ * AUTH, SELECT, SCRIPT LOAD, a write probe) every call answers at once: claims
+ * SB__CLAIM_ERROR, others SB_EUNAVAILABLE. When the connection drops, every outstanding
+ * command is answered the same way; none is left unanswered. Reconnection uses exponential
+ * backoff with jitter (100 ms doubling to backoff_max_ms). A connection that has commands
+ * outstanding and receives no reply for command_timeout_ms is treated as down (a hung Redis
+ * must not hold claims forever). So is a Redis that refuses writes (an error reply such as
+ * OOM, READONLY, LOADING, MISCONF, BUSY, NOPERM): the connection is dropped and comes back
+ * only when the probe write of the handshake is taken; a complete refused so is replayed
+ * like one that lost its connection, never taken for done. Other error replies (one
+ * command's own) answer that command SB_EIO.
  *
  * Loop thread only. Not here: TLS (hiredis 0.14 has none), Redis Cluster redirections
  * (keys carry a {hash tag} so one consumer's keys share a slot, but MOVED is not followed),
@@ -73,6 +77,9 @@ typedef struct sb__redis_store_opts {
     uint64_t command_timeout_ms; /* 0: 5000 */
     uint64_t connect_timeout_ms; /* a connect plus handshake; 0: 5000 */
     uint64_t backoff_max_ms;     /* 0: 5000 */
+    const char *probe_key;       /* a key this store may write (its prefix): each connect
+                                    sends SET probe_key 1 XX PX 1 and is up only when that
+                                    write is taken; NULL: "sb:idem:probe" */
     bool hold_completes;         /* a complete that lost its connection is answered only once
                                     replayed on the next one (so nothing is acked that is not
                                     done); false: answered SB_EUNAVAILABLE at once, replayed

@@ -7,6 +7,9 @@
  *    down), nothing is acked whose "done" Redis did not confirm (what was handled when the
  *    connection died is held until "done" is written again), and after Redis is restarted
  *    on the same port every event is handled exactly once (the ledger).
+ *  - the same with Redis up but refusing writes (CONFIG SET maxmemory 1 under noeviction:
+ *    OOM) and then taking them again: an outage like the first, nothing acked that Redis
+ *    did not store as done, every event handled exactly once.
  *  - on_unavailable: process: with Redis down, events keep being handled (without
  *    deduplication).
  *  - slow Redis: CLIENT PAUSE 2000 ALL while 2,000 events flow: the loop keeps turning (a
@@ -164,22 +167,38 @@ static void check_ledger(fx_t *f, char **ids, size_t n)
                   unexpected, n);
 }
 
-static void test_block(void)
+static void srv_config(const testsrv_t *srv, const char *maxmemory)
+{
+    redisContext *c = redisConnect("127.0.0.1", srv->port);
+    SBT_CHECK(c && !c->err);
+    redisReply *r = redisCommand(c, "CONFIG SET maxmemory %s", maxmemory);
+    SBT_CHECK(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* oom false: Redis is SIGKILLed and restarted; true: it stays up but refuses every write
+ * (maxmemory below its use, noeviction) and then takes them again. */
+static void test_block(bool oom)
 {
     enum { N = 20000 };
+    const char *how = oom ? "out of memory" : "killed";
     testsrv_t srv = {0};
     SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
     fx_t *f = fx_new(srv.port, "block");
     SBT_CHECK(run_until(f, up, 5000));
-    char **ids = make_ids(N, 0xb10c);
+    char **ids = make_ids(N, oom ? 0x00e3 : 0xb10c);
     inject_all(f, ids, N);
 
     f->want = 3000;
     SBT_CHECK(run_until(f, some_acked, 30000));
-    testsrv_stop(&srv, SIGKILL); /* mid-stream */
+    if (oom)
+        srv_config(&srv, "1");
+    else
+        testsrv_stop(&srv, SIGKILL); /* mid-stream */
     uint64_t t_kill = sbt_now_ms();
-    SBT_CHECK_MSG(run_until(f, down, 3000), "store still available after Redis died");
-    printf("Redis killed after %llu acks; store unavailable after %llu ms\n",
+    SBT_CHECK_MSG(run_until(f, down, 3000), "store still available after Redis %s", how);
+    printf("Redis %s after %llu acks; store unavailable after %llu ms\n", how,
            (unsigned long long)mstats(f).acked, (unsigned long long)(sbt_now_ms() - t_kill));
 
     /* What was in flight is answered (retried later, or acked if already handled). */
@@ -205,11 +224,15 @@ static void test_block(void)
            (unsigned long long)after.delivered, (unsigned long long)after.acked, held,
            (unsigned long long)after.retried);
 
-    SBT_CHECK_MSG(testsrv_start(&srv, false), "redis-server did not restart on port %d", srv.port);
+    if (oom)
+        srv_config(&srv, "0");
+    else
+        SBT_CHECK_MSG(testsrv_start(&srv, false), "redis-server did not restart on port %d",
+                      srv.port);
     uint64_t t_up = sbt_now_ms();
     SBT_CHECK_MSG(run_until(f, up, 10000), "store did not reconnect: %s",
                   sb__store_redis_last_error(f->p->store));
-    printf("Redis restarted: store available after %llu ms\n",
+    printf("Redis %s: store available after %llu ms\n", oom ? "takes writes again" : "restarted",
            (unsigned long long)(sbt_now_ms() - t_up));
     f->want = N;
     SBT_CHECK_MSG(run_until(f, all_settled, 60000), "not settled: acked %llu of %d",
@@ -219,13 +242,15 @@ static void test_block(void)
     SBT_CHECK(ds->dead_lettered == 0);
     sb__redis_store_stats_t st;
     sb__store_redis_stats(f->p->store, &st);
-    printf("block: %d events, each handled exactly once; %llu retries, store: %llu "
+    printf("block (%s): %d events, each handled exactly once; %llu retries, store: %llu "
            "commands, %llu failed locally, %llu completes replayed, %llu reconnects\n",
-           N, (unsigned long long)mstats(f).retried, (unsigned long long)st.commands,
+           how, N, (unsigned long long)mstats(f).retried, (unsigned long long)st.commands,
            (unsigned long long)st.failed, (unsigned long long)st.replayed,
            (unsigned long long)st.connects - 1);
     free_ids(ids, N);
     fx_destroy(f);
+    if (oom)
+        testsrv_stop(&srv, SIGTERM);
     testsrv_cleanup(&srv);
 }
 
@@ -325,7 +350,8 @@ int main(void)
         printf("redis-server not installed: skipped\n");
         return SBT_SKIP;
     }
-    test_block();
+    test_block(false);
+    test_block(true);
     test_process();
     test_slow();
     sb__log_clear_secrets();

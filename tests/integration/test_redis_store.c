@@ -9,6 +9,8 @@
  * - A private redis-server (requirepass, unix socket, ACL user): missing or wrong
  *   password gives a clear error and no availability; the right one, the socket URL with
  *   ?db= and an ACL user work.
+ * - Redis refusing writes (OOM, READONLY) is an outage: refused completes are replayed,
+ *   never taken for done; reconnects wait for a write probe to pass.
  * - Through a pipeline (memory transport, Redis store, record ledger): a duplicate delivery
  *   is skipped; an event claimed by a consumer that "crashed" (claimed, never completed) is
  *   handled once by this consumer after the lease expires; a blocking handler that runs 3 s
@@ -621,6 +623,97 @@ static bool error_contains(void *ud)
     return strstr(sb__store_redis_last_error(w->s), w->needle) != NULL;
 }
 
+static void srv_cmd(redisContext *c, const char *cmd)
+{
+    redisReply *r = redisCommand(c, cmd);
+    SBT_CHECK_MSG(r && r->type != REDIS_REPLY_ERROR, "%s: %s", cmd, r ? r->str : c->errstr);
+    freeReplyObject(r);
+}
+
+static bool store_down(void *ud)
+{
+    sb__store_t *s = ud;
+    return !s->ops->available(s);
+}
+
+/* Redis up but refusing writes (out of memory, turned into a replica) is an outage, not a
+ * per-message error: a refused complete is not taken for done (held, it is not answered)
+ * and is replayed once writes are taken again; the store stays unavailable meanwhile (its
+ * reconnects fail the handshake's write probe), so a fail-closed consumer stops intake
+ * instead of acking events whose "done" Redis never stored. */
+static void test_write_refusals(void)
+{
+    if (!testsrv_available()) {
+        printf("write refusals: redis-server not installed, skipped\n");
+        return;
+    }
+    testsrv_t srv = {0};
+    SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", srv.port);
+    redisContext *c = sync_connect(url);
+    sb__redis_store_opts_t o = {.url = url,
+                                .owner = "refused",
+                                .hold_completes = true,
+                                .probe_key = "t:{g}:probe",
+                                .backoff_max_ms = 300};
+    sb__store_t *s = NULL;
+    SBT_CHECK(sb__store_redis_new(rt, &o, &s, NULL, 0) == SB_EOK);
+    SBT_CHECK(run_until(store_up, s, 5000));
+
+    /* Out of memory (maxmemory below what is used, noeviction): the complete is refused. */
+    SBT_CHECK(claim(s, "oom:1", 30000) == SB__CLAIM_OWNED);
+    srv_cmd(c, "CONFIG SET maxmemory 1");
+    res_t x = {0, 1};
+    SBT_CHECK(s->ops->complete(s, "oom:1", 60000, done_cb, &x) == SB_EOK);
+    SBT_CHECK(run_until(store_down, s, 5000));
+    SBT_CHECK_MSG(strstr(sb__store_redis_last_error(s), "OOM"), "last error: %s",
+                  sb__store_redis_last_error(s));
+    /* Reconnects are refused by the probe: still down, the complete still unanswered. */
+    uint64_t until = sbt_now_ms() + 1200;
+    while (sbt_now_ms() < until) {
+        event_base_loop(base, EVLOOP_ONCE);
+        SBT_CHECK_MSG(!s->ops->available(s), "up while Redis refuses writes");
+    }
+    SBT_CHECK_MSG(x.n == 0, "a refused complete was answered (%d)", x.last);
+    sb__redis_store_stats_t st;
+    sb__store_redis_stats(s, &st);
+    SBT_CHECK_MSG(st.disconnects >= 3, "only %llu reconnect attempts",
+                  (unsigned long long)st.disconnects);
+    SBT_CHECK_MSG(strstr(sb__store_redis_last_error(s), "refuses writes"), "last error: %s",
+                  sb__store_redis_last_error(s));
+    srv_cmd(c, "CONFIG SET maxmemory 0");
+    SBT_CHECK(run_until(res_answered, &x, 5000)); /* reconnected, replayed */
+    SBT_CHECK_MSG(x.last == SB_EOK, "replayed complete: %d", x.last);
+    char *v = get_str(c, "oom:1");
+    SBT_CHECK_MSG(!strcmp(v, "done"), "oom:1 = %s", v);
+    free(v);
+    redisReply *r = redisCommand(c, "EXISTS t:{g}:probe");
+    SBT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0); /* XX: never created */
+    freeReplyObject(r);
+
+    /* A replica (of a master that is not there): claims are refused, READONLY. */
+    int dead_port = testsrv_free_port();
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %d", dead_port);
+    srv_cmd(c, cmd);
+    SBT_CHECK(claim(s, "ro:1", 30000) == SB__CLAIM_ERROR);
+    SBT_CHECK(run_until(store_down, s, 5000));
+    SBT_CHECK_MSG(strstr(sb__store_redis_last_error(s), "READONLY"), "last error: %s",
+                  sb__store_redis_last_error(s));
+    srv_cmd(c, "REPLICAOF NO ONE");
+    SBT_CHECK(run_until(store_up, s, 5000));
+    SBT_CHECK(claim(s, "ro:1", 30000) == SB__CLAIM_OWNED);
+    SBT_CHECK(op(s, "complete", "ro:1", 60000) == SB_EOK);
+
+    s->ops->destroy(s);
+    redisFree(c);
+    testsrv_stop(&srv, SIGTERM);
+    testsrv_cleanup(&srv);
+    printf("write refusals (OOM, READONLY): an outage; the refused complete held and replayed "
+           "once writes are taken; the write probe keeps the store down meanwhile: ok\n");
+}
+
 static void test_access(void)
 {
     if (!testsrv_available()) {
@@ -915,6 +1008,7 @@ int main(void)
     test_pipelining();
     test_access();
     test_hold_completes();
+    test_write_refusals();
     sb__runtime_destroy(rt);
     rt = NULL;
     test_pipeline_duplicates_and_crash();
