@@ -555,20 +555,37 @@ static bool disconnected(void *ud)
     return st.disconnects > 0;
 }
 
+/* A private redis-server for a test that changes it (kills clients, its configuration);
+ * false (printed as skipped) when redis-server is not installed. */
+static bool own_server(const char *what, testsrv_t *srv, char *url, size_t n, redisContext **c)
+{
+    if (!testsrv_available()) {
+        printf("%s: redis-server not installed, skipped\n", what);
+        return false;
+    }
+    SBT_CHECK_MSG(testsrv_start(srv, false), "own redis-server did not start");
+    snprintf(url, n, "redis://127.0.0.1:%d/0", srv->port);
+    *c = sync_connect(url);
+    return true;
+}
+
+static void own_server_end(testsrv_t *srv, redisContext *c)
+{
+    redisFree(c);
+    testsrv_stop(srv, SIGTERM);
+    testsrv_cleanup(srv);
+}
+
 /* A complete whose connection is lost before Redis answered: with hold_completes (what
  * on_unavailable: block uses) its answer waits for the replay on the next connection and is
  * then "done"; without, it is answered SB_EUNAVAILABLE at once (and replayed all the same). */
 static void test_hold_completes(void)
 {
-    if (!testsrv_available()) {
-        printf("hold completes: redis-server not installed, skipped\n");
-        return;
-    }
     testsrv_t srv = {0};
-    SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", srv.port);
-    redisContext *c = sync_connect(url);
+    redisContext *c = NULL;
+    if (!own_server("hold completes", &srv, url, sizeof url, &c))
+        return;
     for (int hold = 1; hold >= 0; hold--) {
         sb__redis_store_opts_t o = {.url = url, .owner = "holder", .hold_completes = hold};
         sb__store_t *s = NULL;
@@ -603,9 +620,7 @@ static void test_hold_completes(void)
         freeReplyObject(r);
         s->ops->destroy(s);
     }
-    redisFree(c);
-    testsrv_stop(&srv, SIGTERM);
-    testsrv_cleanup(&srv);
+    own_server_end(&srv, c);
     printf("completes across a lost connection: held until replayed (hold_completes), else "
            "answered at once; done in Redis both ways: ok\n");
 }
@@ -643,15 +658,11 @@ static bool store_down(void *ud)
  * instead of acking events whose "done" Redis never stored. */
 static void test_write_refusals(void)
 {
-    if (!testsrv_available()) {
-        printf("write refusals: redis-server not installed, skipped\n");
-        return;
-    }
     testsrv_t srv = {0};
-    SBT_CHECK_MSG(testsrv_start(&srv, false), "own redis-server did not start");
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", srv.port);
-    redisContext *c = sync_connect(url);
+    redisContext *c = NULL;
+    if (!own_server("write refusals", &srv, url, sizeof url, &c))
+        return;
     sb__redis_store_opts_t o = {.url = url,
                                 .owner = "refused",
                                 .hold_completes = true,
@@ -707,9 +718,7 @@ static void test_write_refusals(void)
     SBT_CHECK(op(s, "complete", "ro:1", 60000) == SB_EOK);
 
     s->ops->destroy(s);
-    redisFree(c);
-    testsrv_stop(&srv, SIGTERM);
-    testsrv_cleanup(&srv);
+    own_server_end(&srv, c);
     printf("write refusals (OOM, READONLY): an outage; the refused complete held and replayed "
            "once writes are taken; the write probe keeps the store down meanwhile: ok\n");
 }
