@@ -76,6 +76,25 @@ bool sb__kafka_conf_user_set(const json_t *props, const char *which, const char 
     return json_object_get(props, key) || json_object_get(props, scoped);
 }
 
+/* librdkafka takes any sasl.mechanisms string and refuses an unknown one only when a
+ * client is created; config check says so first. */
+static int check_mechanism(rd_kafka_conf_t *conf, char *errstr, size_t n)
+{
+    static const char *const known[] = {"PLAIN",  "SCRAM-SHA-256", "SCRAM-SHA-512",
+                                        "GSSAPI", "OAUTHBEARER",   NULL};
+    char mech[64];
+    size_t len = sizeof mech;
+    if (rd_kafka_conf_get(conf, "sasl.mechanisms", mech, &len) != RD_KAFKA_CONF_OK)
+        return SB_EOK;
+    for (int i = 0; known[i]; i++)
+        if (!strcmp(mech, known[i]))
+            return SB_EOK;
+    return sb__errf(errstr, n, SB_ECONFIG,
+                    "transport.kafka.properties.sasl.mechanism: SASL mechanism \"%s\" is not one "
+                    "of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI, OAUTHBEARER",
+                    mech);
+}
+
 int sb__kafka_conf_check(const json_t *props, bool warn, char *errstr, size_t n)
 {
     static const char *const clients[] = {"consumer", "producer"};
@@ -84,6 +103,8 @@ int sb__kafka_conf_check(const json_t *props, bool warn, char *errstr, size_t n)
         if (!probe)
             return sb__errf(errstr, n, SB_ENOMEM, "out of memory");
         int rc = sb__kafka_conf_apply(props, probe, clients[i], errstr, n);
+        if (rc == SB_EOK)
+            rc = check_mechanism(probe, errstr, n);
         if (rc == SB_EOK && warn && i == 0)
             sb__kafka_conf_warn(probe); /* the consumer's settings */
         rd_kafka_conf_destroy(probe);
