@@ -7,9 +7,9 @@
  * the resolved addresses, not on the spelling of the host. Routing is one exact-match table;
  * every answer we produce, errors included, is JSON (or the exposition for /metrics).
  *
- * Mutating endpoints (POST /replay, GET /jobs/ID of replay_jobs.c, added through the route
- * hook) need the bearer token; a non-loopback address without a token is refused, by
- * `config check` too (sb__admin_check_listen).
+ * Mutating endpoints (POST /replay, GET and DELETE /jobs/ID of replay_jobs.c, added
+ * through the route hook) need the bearer token; a non-loopback address without a token is
+ * refused, by `config check` too (sb__admin_check_listen).
  *
  * Not here: what "ready" means or what the metrics are (hooks given by the runtime), TLS
  * (put a proxy in front), reading the token from env or file (the configuration does), and

@@ -84,6 +84,10 @@ static bool replay_one(const sb__dlq_replay_opts_t *o, sb__dlq_replay_progress_t
         return false;
     }
     pace(o->rl, o->cancel);
+    if (o->cancel && atomic_load(o->cancel)) { /* cancelled while waiting: it stays */
+        sb__dlq_record_destroy(copy);
+        return false;
+    }
     sb__dlq_dest_t dest = {.to = o->to};
     err[0] = '\0';
     rc = o->b->ops->publish_confirmed(o->b, copy, &dest, err, sizeof err);

@@ -6,8 +6,11 @@
  * shared replay loop (dlq_replay.c), closes the handle and marks the job done or failed;
  * it is joined by the next POST or at destroy. Metric totals are folded in when a job ends.
  *
- * It does not: run two jobs at once, keep more than 16 jobs, persist them, or cancel a job
- * through the API (only destroy stops one). */
+ * DELETE /jobs/{id} cancels the running job: the shared replay loop stops before its next
+ * record (a record whose copy is being published is finished: published and acked), and
+ * the job ends "cancelled". The same flag stops a job at destroy.
+ *
+ * It does not: run two jobs at once, keep more than 16 jobs, or persist them. */
 #include "replay_jobs.h"
 
 #include <pthread.h>
@@ -27,7 +30,8 @@
 #define MAX_JOBS   16
 #define MAX_ERRORS 50
 
-enum { JOB_RUNNING, JOB_DONE, JOB_FAILED };
+enum { JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+static const char *const state_names[] = {"running", "done", "failed", "cancelled"};
 
 typedef struct job {
     char id[24];
@@ -167,7 +171,9 @@ static void *worker(void *arg)
     j->totals.refused += atomic_load(&jb->p.refused);
     j->totals.skipped += atomic_load(&jb->p.skipped);
     atomic_store(&jb->finished_us, sb__datetime_now_us());
-    atomic_store(&jb->state, rc == SB_EOK ? JOB_DONE : JOB_FAILED);
+    atomic_store(&jb->state, rc != SB_EOK              ? JOB_FAILED
+                             : atomic_load(&j->cancel) ? JOB_CANCELLED
+                                                       : JOB_DONE);
     pthread_mutex_unlock(&j->mu);
     return NULL;
 }
@@ -278,6 +284,7 @@ static void post_replay(sb__replay_jobs_t *j, const char *body, size_t len, int 
         return;
     }
     join_worker(j); /* the previous worker has finished: this returns at once */
+    atomic_store(&j->cancel, false);
     jb->owner = j;
     atomic_init(&jb->state, JOB_RUNNING);
     atomic_init(&jb->finished_us, 0);
@@ -324,11 +331,8 @@ json_t *sb__replay_jobs_get(sb__replay_jobs_t *j, const char *id)
         int st = atomic_load(&jb->state);
         doc = json_pack(
             "{s:s, s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o}", "id", jb->id, "state",
-            st == JOB_RUNNING ? "running"
-            : st == JOB_DONE  ? "done"
-                              : "failed",
-            "dry_run", jb->dry_run, "total", (json_int_t)atomic_load(&jb->p.total), "done",
-            (json_int_t)atomic_load(&jb->p.replayed), "failed",
+            state_names[st], "dry_run", jb->dry_run, "total", (json_int_t)atomic_load(&jb->p.total),
+            "done", (json_int_t)atomic_load(&jb->p.replayed), "failed",
             (json_int_t)atomic_load(&jb->p.failed), "refused",
             (json_int_t)atomic_load(&jb->p.refused), "skipped",
             (json_int_t)atomic_load(&jb->p.skipped), "seen", (json_int_t)atomic_load(&jb->p.seen),
@@ -338,6 +342,32 @@ json_t *sb__replay_jobs_get(sb__replay_jobs_t *j, const char *id)
     }
     pthread_mutex_unlock(&j->mu);
     return doc;
+}
+
+/* DELETE /jobs/{id}: asks the running job to stop; 202, or 404 / 409 (not running). */
+static void cancel_job(sb__replay_jobs_t *j, const char *id, int *status, json_t **reply)
+{
+    pthread_mutex_lock(&j->mu);
+    job_t *jb = NULL;
+    for (size_t i = 0; i < MAX_JOBS && !jb; i++)
+        if (j->jobs[i] && !strcmp(j->jobs[i]->id, id))
+            jb = j->jobs[i];
+    int st = jb ? atomic_load(&jb->state) : -1;
+    if (jb && st == JOB_RUNNING && jb == j->running)
+        atomic_store(&j->cancel, true);
+    pthread_mutex_unlock(&j->mu);
+    if (!jb) {
+        *status = 404;
+        *reply = error_doc(404, "no such job");
+    } else if (st != JOB_RUNNING) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the job is not running (%s)", state_names[st]);
+        *status = 409;
+        *reply = error_doc(409, msg);
+    } else {
+        *status = 202;
+        *reply = json_pack("{s:s, s:s}", "job", id, "state", "cancelling");
+    }
 }
 
 bool sb__replay_jobs_route(void *arg, const char *method, const char *path, const char *body,
@@ -360,9 +390,13 @@ bool sb__replay_jobs_route(void *arg, const char *method, const char *path, cons
         return true;
     }
     if (!strncmp(path, "/jobs/", 6)) {
+        if (!strcmp(method, "DELETE")) {
+            cancel_job(j, path + 6, status, reply);
+            return true;
+        }
         if (!get) {
             *status = 405;
-            *reply = error_doc(405, "method not allowed (GET)");
+            *reply = error_doc(405, "method not allowed (GET, DELETE)");
             return true;
         }
         json_t *doc = sb__replay_jobs_get(j, path + 6);

@@ -5,10 +5,13 @@
  *                  "rate" ("100/s"), "dry_run". 202 {"job":"<id>"}; 400 for a malformed
  *                  body; 409 while another job runs; 501 when the transport has no DLQ
  *                  backend.
- *   GET /jobs/{id} {"id","state":"running|done|failed","dry_run","total","done","failed",
- *                  "refused","skipped","errors":[...],"started_at","finished_at"} (times
- *                  RFC 3339, finished_at null while running); 404 for an unknown id.
- *   Both answer 401 without the bearer token when one is configured.
+ *   GET /jobs/{id} {"id","state":"running|done|failed|cancelled","dry_run","total","done",
+ *                  "failed","refused","skipped","errors":[...],"started_at","finished_at"}
+ *                  (times RFC 3339, finished_at null while running); 404 for an unknown id.
+ *   DELETE /jobs/{id} cancels the running job: 202 {"job","state":"cancelling"}, the job
+ *                  stops before its next record and ends "cancelled"; 409 when it is not
+ *                  running, 404 for an unknown id.
+ *   All answer 401 without the bearer token when one is configured.
  *
  * Design: a job runs sb__dlq_replay_run() on its own thread with its own backend handle
  * (the backend blocks; never on the loop). One job runs at a time; the last 16 are kept.

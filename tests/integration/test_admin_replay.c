@@ -4,8 +4,10 @@
  *    an unknown filter -> 400, GET /jobs/unknown -> 404 (and 401 without the token);
  *  - {"reason":"rejected","dry_run":true} -> 202, the job finishes with total 5, done 5,
  *    and nothing moved;
- *  - the consumer restarted with a succeeding handler: a paced replay job (a second POST
- *    while it runs -> 409) finishes done; each id is handled once (ledger), the DLQ is
+ *  - the consumer restarted with a succeeding handler: a slow replay job cancelled by
+ *    DELETE /jobs/{id} after its first record ends "cancelled" with the rest still in the
+ *    DLQ (DELETE again -> 409, unknown -> 404, no token -> 401); a paced replay job (a second
+ *    POST while it runs -> 409) moves the rest; each id is handled once (ledger), the DLQ is
  *    empty, and /metrics shows switchboard_replay_messages_total{outcome="replayed"} 5. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -197,14 +199,50 @@ int main(void)
     SBT_CHECK(sbt_count_lines(ledger) == 0);
     SBT_CHECK(sbt_stop(pid, SIGTERM, 15000) == 0);
 
-    /* 4. Fixed handler: a paced real replay; a second POST while it runs gets 409. */
+    /* 4. Fixed handler. A slow replay cancelled after its first record: it stops, the
+     * rest stays in the DLQ; DELETE again -> 409, unknown -> 404, no token -> 401. */
     pid = start_consumer(exchange, queue, ledger, true, &cfg_b, log);
+    id = post_job("{\"reason\":\"rejected\",\"rate\":\"1/s\"}");
+    char jpath[128];
+    snprintf(jpath, sizeof jpath, "/jobs/%s", id);
+    for (int i = 0; i < 100; i++) { /* the first record goes at once, the next after 1 s */
+        r = http("GET", jpath, TOKEN, NULL);
+        j = parse(&r);
+        long done = jint(j, "done");
+        json_decref(j);
+        if (done >= 1)
+            break;
+        usleep(50000);
+    }
+    r = http("DELETE", jpath, NULL, NULL);
+    SBT_CHECK_MSG(r.status == 401, "DELETE without token: %d", r.status);
+    r = http("DELETE", jpath, TOKEN, NULL);
+    SBT_CHECK_MSG(r.status == 202 && strstr(r.body, "cancelling"), "DELETE: %d %s", r.status,
+                  r.body);
+    j = wait_job(id);
+    long first = jint(j, "done");
+    SBT_CHECK_MSG(!strcmp(json_string_value(json_object_get(j, "state")), "cancelled") &&
+                      first >= 1 && first < 5 && jint(j, "failed") == 0,
+                  "cancelled job: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    r = http("DELETE", jpath, TOKEN, NULL);
+    SBT_CHECK_MSG(r.status == 409, "DELETE of a cancelled job: %d %s", r.status, r.body);
+    r = http("DELETE", "/jobs/unknown", TOKEN, NULL);
+    SBT_CHECK(r.status == 404);
+    free(id);
+    SBT_CHECK_MSG(wait_depth(dlq_name, 5 - first) == 5 - first, "DLQ after the cancel: %ld",
+                  sbt_amqp_depth(url, dlq_name));
+    SBT_CHECK_MSG(sbt_wait_lines(ledger, (size_t)first, 10000), "replayed not handled (log %s)",
+                  log);
+    printf("cancelled after %ld of 5 replayed; %ld stay in the DLQ\n", first, 5 - first);
+
+    /* The rest: a paced replay; a second POST while it runs gets 409. */
     id = post_job("{\"reason\":\"rejected\",\"rate\":\"4/s\"}");
     r = http("POST", "/replay", TOKEN, "{\"reason\":\"rejected\"}");
     SBT_CHECK_MSG(r.status == 409, "second POST while running: %d %s", r.status, r.body);
     j = wait_job(id);
     SBT_CHECK_MSG(!strcmp(json_string_value(json_object_get(j, "state")), "done") &&
-                      jint(j, "done") == 5 && jint(j, "failed") == 0,
+                      jint(j, "done") == 5 - first && jint(j, "failed") == 0,
                   "replay job: %s", json_dumps(j, JSON_COMPACT));
     json_decref(j);
     free(id);
@@ -234,6 +272,7 @@ int main(void)
     char *owned[] = {exchange, queue, ledger, log, cfg_a, cfg_b};
     for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
         free(owned[i]);
-    printf("ok: admin replay jobs: auth, bad requests, dry run, replay, 409, 404, metric\n");
+    printf("ok: admin replay jobs: auth, bad requests, dry run, cancel, replay, 409, 404, "
+           "metric\n");
     return 0;
 }
