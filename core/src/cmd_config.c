@@ -14,6 +14,7 @@
 #include "admin_http.h"
 #include "config.h"
 #include "kafka_conf.h"
+#include "registry.h"
 
 #define EX_OK_       0
 #define EX_USAGE_    64
@@ -54,7 +55,8 @@ static int check(int argc, char **argv)
         return rc == SB_ENOMEM ? EX_SOFTWARE_ : EX_CONFIG_;
     }
     /* What `run` refuses at start-up beyond the keys themselves (a listen address without a
-     * token, a librdkafka property librdkafka refuses); warns as `run` does. */
+     * token, a librdkafka property librdkafka refuses, a module that cannot be loaded or
+     * whose check hook refuses its handler's config); warns as `run` does. */
     const char *listen = sb__config_str(cfg, "admin.listen");
     if (listen && *listen &&
         sb__admin_check_listen(listen, sb__config_str(cfg, "admin.token"), err, sizeof err) !=
@@ -70,6 +72,18 @@ static int check(int argc, char **argv)
         fprintf(stderr, "switchboard: %s\n", err);
         sb__config_destroy(cfg);
         return EX_CONFIG_;
+    }
+    sb__registry_t *reg = NULL;
+    rc = sb__registry_new(&reg);
+    if (rc == SB_EOK)
+        rc = sb__registry_load(reg, cfg, NULL, err, sizeof err);
+    else
+        snprintf(err, sizeof err, "out of memory");
+    sb__registry_destroy(reg);
+    if (rc != SB_EOK) {
+        fprintf(stderr, "switchboard: %s\n", err);
+        sb__config_destroy(cfg);
+        return rc == SB_ENOMEM ? EX_SOFTWARE_ : EX_CONFIG_;
     }
     sb__config_dump(cfg, stdout);
     sb__config_destroy(cfg);

@@ -190,6 +190,15 @@ err:
     return rc;
 }
 
+/* init acquires nothing but memory: the check is init then shutdown. */
+static int fail_check(json_t *config, char *errstr, size_t errstr_size)
+{
+    void *ud = NULL;
+    int rc = fail_init(config, &ud, errstr, errstr_size);
+    fail_shutdown(ud);
+    return rc;
+}
+
 /* A uniform number in [0, 1) from the event id and attempt: FNV-1a, then splitmix64's
  * finaliser so that neighbouring ids and attempts spread out. */
 static double event_draw(const char *id, unsigned attempt)
@@ -245,4 +254,5 @@ static const sb_handler_def_t fail_handlers[] = {
 const sb_module_t sb__mod_fail = {
     SB_MODULE_HEADER,          .name = "fail",    .version = "1.0.0",
     .handlers = fail_handlers, .init = fail_init, .shutdown = fail_shutdown,
+    .check = fail_check,
 };

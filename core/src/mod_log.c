@@ -83,6 +83,15 @@ static void log_shutdown(void *ud)
     sb_free(in);
 }
 
+/* init acquires nothing but memory: the check is init then shutdown. */
+static int log_check(json_t *config, char *errstr, size_t errstr_size)
+{
+    void *ud = NULL;
+    int rc = log_init(config, &ud, errstr, errstr_size);
+    log_shutdown(ud);
+    return rc;
+}
+
 /* Appends " name=<compact JSON>" (or "name=-" when absent) to line[*used..). */
 static void append_field(char *line, size_t *used, const char *name, const json_t *v)
 {
@@ -141,4 +150,5 @@ static const sb_handler_def_t log_handlers[] = {
 const sb_module_t sb__mod_log = {
     SB_MODULE_HEADER,         .name = "log",    .version = "1.0.0",
     .handlers = log_handlers, .init = log_init, .shutdown = log_shutdown,
+    .check = log_check,
 };

@@ -133,7 +133,10 @@ out:
     return rc;
 }
 
-static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
+/* The configuration alone (config check, and first thing in init); the file is not touched.
+ * *fields: the parsed fields, when wanted (free with sb__mod_fields_free). */
+static int parse_config(json_t *config, char ***fields, size_t *n_fields, char *errstr,
+                        size_t errstr_size)
 {
     static const char *const keys[] = {"path", "fsync", "fields", "recover_lines", NULL};
     int rc = sb__mod_check_keys(MOD, config, keys, errstr, errstr_size);
@@ -157,27 +160,49 @@ static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_si
                     RECOVER_MAX);
         return SB_ECONFIG;
     }
+    char **f = NULL;
+    size_t nf = 0;
+    rc = sb__mod_fields(MOD, json_object_get(config, "fields"), &f, &nf, errstr, errstr_size);
+    if (rc != SB_EOK)
+        return rc;
+    for (size_t i = 0; i < nf && rc == SB_EOK; i++) {
+        for (const char *const *k = reserved_keys; *k; k++) {
+            if (!strcmp(*k, f[i])) {
+                sb__mod_err(errstr, errstr_size,
+                            MOD ": fields: \"%s\" clashes with the ledger's own key", *k);
+                rc = SB_ECONFIG;
+                break;
+            }
+        }
+    }
+    if (rc == SB_EOK && fields) {
+        *fields = f;
+        *n_fields = nf;
+    } else {
+        sb__mod_fields_free(f, nf);
+    }
+    return rc;
+}
+
+static int record_check(json_t *config, char *errstr, size_t errstr_size)
+{
+    return parse_config(config, NULL, NULL, errstr, errstr_size);
+}
+
+static int record_init(json_t *config, void **ud, char *errstr, size_t errstr_size)
+{
     record_inst_t *in = sb_calloc(1, sizeof *in);
     if (!in) {
         sb__mod_err(errstr, errstr_size, MOD ": out of memory");
         return SB_ENOMEM;
     }
     in->fd = -1;
-    in->fsync = fs && json_is_true(fs);
-    rc = sb__mod_fields(MOD, json_object_get(config, "fields"), &in->fields, &in->n_fields, errstr,
-                        errstr_size);
+    int rc = parse_config(config, &in->fields, &in->n_fields, errstr, errstr_size);
     if (rc != SB_EOK)
         goto err;
-    for (size_t i = 0; i < in->n_fields; i++) {
-        for (const char *const *k = reserved_keys; *k; k++) {
-            if (!strcmp(*k, in->fields[i])) {
-                sb__mod_err(errstr, errstr_size,
-                            MOD ": fields: \"%s\" clashes with the ledger's own key", *k);
-                rc = SB_ECONFIG;
-                goto err;
-            }
-        }
-    }
+    const char *path = json_string_value(json_object_get(config, "path"));
+    json_t *rl = json_object_get(config, "recover_lines");
+    in->fsync = json_is_true(json_object_get(config, "fsync"));
     if (!(in->path = sb_strdup(path))) {
         sb__mod_err(errstr, errstr_size, MOD ": out of memory");
         rc = SB_ENOMEM;
@@ -314,7 +339,8 @@ static const sb_handler_def_t record_handlers[] = {
 };
 
 const sb_module_t sb__mod_record = {
-    SB_MODULE_HEADER,    .name = "record",
-    .version = "1.0.0",  .handlers = record_handlers,
-    .init = record_init, .shutdown = record_shutdown,
+    SB_MODULE_HEADER,      .name = "record",
+    .version = "1.0.0",    .handlers = record_handlers,
+    .init = record_init,   .shutdown = record_shutdown,
+    .check = record_check,
 };

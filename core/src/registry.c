@@ -146,13 +146,18 @@ int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__int
     instance_t *inst = &r->instances[r->n_instances];
     memset(inst, 0, sizeof *inst);
     inst->desc = d;
-    if (d->init) {
+    if (!intake) { /* a check only (config check): nothing is acquired */
+        char why[512] = "";
+        if (d->check && d->check(spec->config, why, sizeof why) != 0)
+            return sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\" (module %s): %s", spec->name,
+                            d->name, why[0] ? why : "invalid configuration");
+    } else if (d->init) {
         char why[512] = "";
         if (d->init(spec->config, &inst->ud, why, sizeof why) != 0)
             return sb__errf(errstr, n, SB_ECONFIG, "handler \"%s\" (module %s): init failed: %s",
                             spec->name, d->name, why[0] ? why : "no reason given");
     }
-    inst->inited = true;
+    inst->inited = intake != NULL;
     r->n_instances++;
 
     size_t ndefs = 0;
@@ -189,7 +194,9 @@ int sb__registry_add(sb__registry_t *r, const sb__instance_spec_t *spec, sb__int
         hd->timeout_ms = spec->timeout_ms;
         hd->retry = spec->retry;
         char why[256];
-        if (spec->bind) {
+        if (!intake) {
+            continue;
+        } else if (spec->bind) {
             for (size_t i = 0; spec->bind[i]; i++)
                 if ((rc = sb__intake_bind_handler(intake, spec->bind[i], hd, why, sizeof why)) ||
                     (rc = note_pattern(r, spec->bind[i])))

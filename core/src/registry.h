@@ -33,7 +33,10 @@ typedef struct sb__instance_spec {
 
 int sb__registry_new(sb__registry_t **out);
 
-/* Every handlers[] entry of cfg, with retry policies inheriting from retry.*. */
+/* Every handlers[] entry of cfg, with retry policies inheriting from retry.*. intake NULL:
+ * a check only (`config check`): modules are found and opened, names, patterns and retry
+ * policies checked and each module's check hook run on its config, but no init runs and
+ * nothing is bound. */
 int sb__registry_load(sb__registry_t *r, const sb__config_t *cfg, sb__intake_t *intake,
                       char *errstr, size_t errstr_size);
 

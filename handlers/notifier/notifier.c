@@ -140,6 +140,15 @@ err:
     return -1;
 }
 
+/* init acquires nothing but memory: `config check` runs it and shuts it down again. */
+static int notifier_check(json_t *config, char *errstr, size_t errstr_size)
+{
+    void *ud = NULL;
+    int rc = notifier_init(config, &ud, errstr, errstr_size);
+    notifier_shutdown(ud);
+    return rc;
+}
+
 /* A random (version 4) GUID, lower-case, 36 characters. 0 or -1. */
 static int guid_v4(char out[37])
 {
@@ -257,9 +266,10 @@ static const sb_handler_def_t notifier_handlers[] = {
 };
 
 static const sb_module_t notifier = {
-    SB_MODULE_HEADER,      .name = "notifier",
-    .version = "1.0.0",    .handlers = notifier_handlers,
-    .init = notifier_init, .shutdown = notifier_shutdown,
+    SB_MODULE_HEADER,        .name = "notifier",
+    .version = "1.0.0",      .handlers = notifier_handlers,
+    .init = notifier_init,   .shutdown = notifier_shutdown,
+    .check = notifier_check,
 };
 
 SB_MODULE_DEFINE(notifier)

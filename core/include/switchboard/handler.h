@@ -127,7 +127,13 @@ typedef struct sb_module {
     int (*init)(json_t *config, void **ud, char *errstr, size_t errstr_size);
     /* Called once per instance at shutdown, after its last handler call. May be NULL. */
     void (*shutdown)(void *ud);
-    void *reserved[8]; /* zero; room to grow without breaking the ABI */
+    /* Checks an instance's `config:` subtree as init would, without acquiring anything (no
+     * files opened, no connections, no threads): `switchboard config check` calls it, so a
+     * deployment pipeline finds a bad handler configuration before start-up. Return 0, or a
+     * negative value with a reason in errstr. May be NULL (errors then show at start-up).
+     * Took the first reserved slot: a module built before it has NULL here. */
+    int (*check)(json_t *config, char *errstr, size_t errstr_size);
+    void *reserved[7]; /* zero; room to grow without breaking the ABI */
 } sb_module_t;
 
 /* Signature of the exported entry point. Returns the descriptor, or NULL with a reason. */
