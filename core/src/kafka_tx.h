@@ -54,6 +54,8 @@ struct kpart {
     char *base_topic; /* without the retry suffix: intake's topic, DLQ and retry names */
     int32_t partition;
     bool is_retry, owned, revoking, in_ready, paused, dirty;
+    bool slow; /* paused for holding the fetch back without draining (reconcile_pauses) */
+    uint64_t drained, drain_mark; /* messages popped off the settled prefix; at window start */
     kmsg_t *head, *tail;
     size_t n, n_queued, n_active;
     int64_t next_fetch; /* offset after the last one received; -1: none yet */
@@ -96,12 +98,14 @@ struct kafkatx {
     rd_kafka_t *consumer, *producer;
     rd_kafka_queue_t *cq, *pq;
     int wake[2];
-    struct event *wake_ev, *kick, *revoke_timer;
+    struct event *wake_ev, *kick, *revoke_timer, *slow_timer;
     /* state */
     bool started, stopped, sink_paused, in_pump, parked, closing, destroying, fetch_more;
-    bool fetch_capped;  /* stopped taking from librdkafka at the local bound */
-    bool joined;        /* an assignment arrived (possibly empty) and was not lost since */
-    bool client_failed; /* authentication, TLS or fatal error since the last assignment */
+    bool fetch_capped;    /* stopped taking from librdkafka at the local bound */
+    int64_t capped_since; /* monotonic ms: start of the window in which the fetch stayed at
+                             the local bound (reconcile_pauses); 0: not capped */
+    bool joined;          /* an assignment arrived (possibly empty) and was not lost since */
+    bool client_failed;   /* authentication, TLS or fatal error since the last assignment */
     /* librdkafka's own queue bound (effective queued.min.messages and .kbytes), and the
      * fetcher wake-up (kafka_waker.h): `fetch_full` once the queue neared a bound, so its
      * fetcher may have stopped; a poke once it drained to half. */

@@ -28,10 +28,13 @@
  *    messages (queued, in flight, settled but not stored); what it does not take stays in
  *    librdkafka's queue, bounded by queued.min.messages and queued.max.messages.kbytes
  *    (kafka_client.c: 100000 and 4 MiB unless overridden), where librdkafka stops
- *    fetching on its own. (2) A single partition that does not drain (a held retry, a slow
- *    key) is paused with rd_kafka_pause_partitions at partition_backlog and resumed at half,
- *    so it cannot starve the others. Memory is bounded by 4 MiB + partition_backlog
- *    messages whatever the backlog on the broker.
+ *    fetching on its own. (2) A partition that does not drain is paused with
+ *    rd_kafka_pause_partitions so it cannot starve the others: one whose head waits for a
+ *    retry delay, for the wait; one that held the fetch back for SLOW_MS with at least half
+ *    of the flowing backlog (a slow handler, a slow key), until it drained to an eighth of
+ *    partition_backlog (reconcile_pauses). Memory is bounded by 4 MiB + partition_backlog
+ *    messages whatever the backlog on the broker (no partition is paused for slowness when
+ *    that would pass it).
  *    librdkafka 2.0.2 notices room in a queue that stopped its fetcher only at its broker
  *    thread's next wake-up (up to 1 s): a consumer slower than the fetcher would alternate
  *    bursts and ~1 s pauses (measured: 150-200k msgs/s, and a 24 MiB queue to reach even
@@ -92,6 +95,7 @@
 #define PUMP_BUDGET        4096 /* hand-overs per loop turn */
 #define KEY_WINDOW         256  /* messages scanned per partition for key concurrency */
 #define RELEASE_BACKOFF_MS 500  /* a released message waits this long before it is retried */
+#define SLOW_MS            1000 /* the fetch held back this long by one partition: pause it */
 
 static const sb__transport_ops_t kafka_ops;
 
@@ -310,7 +314,7 @@ static void detach_part(kafkatx_t *tx, kpart_t *kp)
         }
     }
     kp->n_queued = kp->n_active = 0;
-    kp->owned = kp->revoking = kp->paused = kp->dirty = false;
+    kp->owned = kp->revoking = kp->paused = kp->dirty = kp->slow = false;
     kick(tx); /* deny_orphans() */
     kp->next_fetch = kp->store = kp->barrier = -1;
     kp->hold_until = 0;
@@ -327,6 +331,7 @@ static void advance_prefix(kpart_t *kp)
         kp->dirty = true;
         part_unlink(kp, m);
         free_msg(m);
+        kp->drained++;
     }
 }
 
@@ -657,20 +662,76 @@ static void set_paused(kafkatx_t *tx, kpart_t *kp, bool pause)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+static size_t flowing_backlog(const kafkatx_t *tx);
+
+/* After a window of SLOW_MS in which the fetch stayed at the local bound: the partition
+ * that holds it back, i.e. one with at least half of what the flowing partitions hold that
+ * drained less than it holds during the window (a slow handler, a slow key: it would take
+ * longer than the window to drain). NULL when there is none, or when pausing it would let
+ * the local messages of all partitions together pass partition_backlog (then everyone
+ * waits: memory stays bounded). A partition that is merely behind a fast fetcher drains
+ * far more than it holds, and is left alone. */
+static kpart_t *hog(kafkatx_t *tx)
+{
+    size_t flowing = flowing_backlog(tx), all = 0;
+    kpart_t *h = NULL;
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
+        if (!kp->owned)
+            continue;
+        all += kp->n;
+        if (!kp->revoking && !kp->paused && 2 * kp->n >= flowing && (!h || kp->n > h->n))
+            h = kp;
+    }
+    if (!h || all >= tx->backlog || h->drained - h->drain_mark >= h->n)
+        return NULL;
+    return h;
+}
+
+static void start_window(kafkatx_t *tx, int64_t now)
+{
+    static const struct timeval slow = {SLOW_MS / 1000, (SLOW_MS % 1000) * 1000};
+    tx->capped_since = now;
+    for (kpart_t *kp = tx->parts; kp; kp = kp->next_all)
+        kp->drain_mark = kp->drained;
+    if (tx->slow_timer)
+        evtimer_add(tx->slow_timer, &slow); /* looks again then, even if nothing moves */
+}
+
 /* A partition whose head waits (a retry topic's due time, or an in-place retry's delay) is
  * paused for the wait: its fetched messages would fill the local bound that every partition
  * shares, and with the bound reached nothing more is taken from librdkafka, so the other
- * partitions, rebalances and the poll interval would all wait for this one. (A partition
- * that is merely slow is not paused: the shared bound stops the fetch for all, and pausing
- * costs a fetcher wake-up on resume.) */
+ * partitions, rebalances and the poll interval would all wait for this one. So is one that
+ * holds the fetch back without draining (hog()): it is resumed once it drained to an
+ * eighth of partition_backlog. A partition that is merely slower than the fetcher is not
+ * paused: pausing drops what librdkafka prefetched for it and costs a fetcher wake-up. */
 static void reconcile_pauses(kafkatx_t *tx, int64_t now)
 {
+    if (!tx->fetch_capped) {
+        tx->capped_since = 0;
+    } else if (!tx->capped_since) {
+        start_window(tx, now);
+    } else if (now - tx->capped_since >= SLOW_MS) {
+        kpart_t *h = hog(tx);
+        if (h) {
+            h->slow = true;
+            sb__log(SB_LOG_INFO, NULL,
+                    "kafka: partition %s[%d] holds %zu local messages and does not drain: "
+                    "paused until it drained to %zu, so the other partitions keep flowing",
+                    h->topic, (int)h->partition, h->n, tx->backlog / 8);
+        }
+        start_window(tx, now);
+    }
     for (kpart_t *kp = tx->parts; kp; kp = kp->next_all) {
         if (!kp->owned || kp->revoking)
             continue;
-        bool held = kp->hold_until > now;
-        if (kp->paused != held)
-            set_paused(tx, kp, held);
+        if (kp->slow && kp->n <= tx->backlog / 8) {
+            kp->slow = false;
+            sb__log(SB_LOG_INFO, NULL, "kafka: partition %s[%d] drained: resumed", kp->topic,
+                    (int)kp->partition);
+        }
+        bool want = kp->hold_until > now || kp->slow;
+        if (kp->paused != want)
+            set_paused(tx, kp, want);
     }
 }
 
@@ -1333,6 +1394,8 @@ static void tx_destroy(sb__transport_t *t)
         event_free(tx->kick);
     if (tx->revoke_timer)
         event_free(tx->revoke_timer);
+    if (tx->slow_timer)
+        event_free(tx->slow_timer);
     for (int i = 0; i < 2; i++)
         if (tx->wake[i] >= 0)
             close(tx->wake[i]);
@@ -1464,8 +1527,9 @@ int sb__kafka_new(struct event_base *base, const sb__config_t *cfg, sb__tx_sink_
     }
     tx->props = props ? json_deep_copy(props) : json_object();
     tx->kick = evtimer_new(base, on_kick, tx);
+    tx->slow_timer = evtimer_new(base, on_kick, tx);
     tx->revoke_timer = evtimer_new(base, on_revoke_timeout, tx);
-    if (!tx->props || !tx->kick || !tx->revoke_timer)
+    if (!tx->props || !tx->kick || !tx->revoke_timer || !tx->slow_timer)
         goto nomem;
     /* Check the properties now, so `switchboard run` fails at start-up on a typo. */
     rc = sb__kafka_conf_check(tx->props, false, errstr, n);

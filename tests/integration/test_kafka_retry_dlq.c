@@ -9,6 +9,8 @@
  *     retries in place after 30 s, with thousands behind it; partition 1's 20,000 events are
  *     all handled meanwhile (the local bound is small, so partition 0's fetched messages
  *     alone would fill it and stop the intake of every partition).
+ *  2c. so is a slow partition (a 200 ms handler on partition 0) that holds the local bound:
+ *     partition 1's 2,000 events are all handled while partition 0 is still running.
  *  3. dead letters: every attempt fails, max_attempts 2 (one retry through the retry topic);
  *     <topic>.dlq, read with a plain consumer, has for every event the original key, value
  *     and headers plus x-sb-reason=max-attempts, x-sb-error, x-sb-handler, x-sb-attempts=2,
@@ -211,6 +213,60 @@ static void held_partition_paused(const char *brokers)
     teardown(&s);
 }
 
+/* A partition that does not drain (a slow handler: 60 events of 200 ms each on partition 0)
+ * and holds the small local bound (partition_backlog 16) is paused after it held the fetch
+ * back for a second, so partition 1's 2,000 events, produced once partition 0 is under way,
+ * are all handled while partition 0 is still far from done (without the pause they would
+ * trickle in one per slow event); then everything is handled exactly once. */
+static void slow_partition_paused(const char *brokers)
+{
+    enum { N0 = 60, N1 = 2000 };
+    setup_t s;
+    setup(&s, brokers, 2, N1, "    partition_backlog: 16\n",
+          "  - name: slow\n    module: " MOD_ASYNC "\n    config: {delay_ms: 200}\n", NULL);
+    kt_events_t slow;
+    kt_events_make(&slow, N0, 1, "Async.PendingOk");
+    SBT_CHECK(sbt_kafka_produce(brokers, s.topic, 0, (const char *const *)slow.bodies, NULL, N0,
+                                30000) == 0);
+    pid_t p = kt_run(s.cfg, s.log);
+    /* Partition 0 fills the local bound first; partition 1's events come behind it. */
+    SBT_CHECK_MSG(sbt_wait_lines(s.ledger, 3, 30000), "partition 0 did not start");
+    SBT_CHECK(sbt_kafka_produce(brokers, s.topic, 1, (const char *const *)s.ev.bodies, NULL, N1,
+                                30000) == 0);
+    size_t missing = N1, dups, unexpected, slow_missing = N0;
+    uint64_t deadline = sbt_now_ms() + 60000;
+    while (missing && sbt_now_ms() < deadline) {
+        usleep(100 * 1000);
+        /* partition 0's progress first: it only grows, so it is not overstated */
+        sbt_ledger_check(s.ledger, (const char *const *)slow.ids, N0, &slow_missing, &dups,
+                         &unexpected);
+        sbt_ledger_check(s.ledger, (const char *const *)s.ev.ids, N1, &missing, &dups, &unexpected);
+    }
+    size_t slow_left = slow_missing;
+    if (missing || slow_missing == 0)
+        kt_dump_log(s.log);
+    SBT_CHECK_MSG(!missing, "partition 1: %zu of %d not handled", missing, N1);
+    SBT_CHECK_MSG(slow_left >= N0 / 2,
+                  "partition 1 was held back by the slow partition 0: it finished only when %zu "
+                  "of partition 0's %d events were left",
+                  slow_left, N0);
+    SBT_CHECK_MSG(kt_grep(s.log, "does not drain: paused") >= 1, "no slow-partition pause logged");
+    bool ok = sbt_wait_lines(s.ledger, N0 + N1, 60000);
+    SBT_CHECK_MSG(ok, "%zu of %d ledger lines", sbt_count_lines(s.ledger), N0 + N1);
+    sbt_ledger_check(s.ledger, (const char *const *)slow.ids, N0, &slow_missing, &dups,
+                     &unexpected);
+    SBT_CHECK_MSG(!slow_missing && !dups, "partition 0: %zu missing, %zu twice", slow_missing,
+                  dups);
+    sbt_ledger_check(s.ledger, (const char *const *)s.ev.ids, N1, &missing, &dups, &unexpected);
+    SBT_CHECK_MSG(!missing && !dups, "partition 1: %zu missing, %zu twice", missing, dups);
+    SBT_CHECK(sbt_stop(p, SIGTERM, 30000) == 0);
+    printf("ok: a slow partition holding the local bound is paused: the other partition's %d "
+           "events were handled while it still had %zu of %d to go; each event once\n",
+           N1, slow_left, N0);
+    kt_events_free(&slow);
+    teardown(&s);
+}
+
 static const char *header(rd_kafka_headers_t *hs, const char *name, size_t *len)
 {
     const void *v = NULL;
@@ -326,6 +382,7 @@ int main(void)
     retry_topic(brokers);
     retry_in_place(brokers);
     held_partition_paused(brokers);
+    slow_partition_paused(brokers);
     dead_letters(brokers);
     return 0;
 }
