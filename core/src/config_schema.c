@@ -97,6 +97,13 @@ static const sb__cfg_prop_t props[] = {
     P_INT("service.max_inflight", "1000", 1, 100000, 0,
           "Messages in flight at most; intake pauses at this bound (memory stays flat)."),
     P_INT("service.workers", "4", 1, 256, 0, "Worker threads for handlers declared blocking."),
+    P_STR("service.crash_file", "", 0,
+          "Crash guard: a file (on storage that outlives the process, e.g. a pod volume) where "
+          "the event each handler runs is noted; an event that was running when the process "
+          "died service.max_crashes times is dead-lettered (reason crashed) instead of run "
+          "again. Empty: off."),
+    P_INT("service.max_crashes", "3", 1, 1000, 0,
+          "Crash guard: crashes while an event ran before it is dead-lettered unhandled."),
 
     P_ENUM("log.level", "info", log_levels, 0, "Least severe level written."),
     P_ENUM("log.format", "json", log_formats, 0, "json: one JSON object a line; text: for humans."),

@@ -10,11 +10,15 @@
  *   probability: p                   0..1; fail when hash(event id, attempt) < p
  *   delay: 250ms | delay_ms: 250     with outcome retry: sb_ctx_retry_after(delay)
  *   reason: text                     the failure reason (default "injected failure")
+ *   crash_id: ID                     abort() the whole process on the event with this id,
+ *                                    every time it runs (a handler that crashes; with
+ *                                    mode times and times: 0 the others pass)
  * The module is stateless on purpose: `times` reads the event's attempt number and
  * `probability` hashes the id and attempt instead of drawing random numbers, so a run is
  * reproducible and survives consumer restarts. It never blocks and never publishes. */
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "switchboard/alloc.h"
@@ -35,6 +39,7 @@ typedef struct fail_inst {
     bool has_delay;
     uint64_t delay_ms;
     char *reason;
+    char *crash_id;
 } fail_inst_t;
 
 static void fail_shutdown(void *ud)
@@ -43,6 +48,7 @@ static void fail_shutdown(void *ud)
     if (!in)
         return;
     sb_free(in->reason);
+    sb_free(in->crash_id);
     sb_free(in);
 }
 
@@ -69,8 +75,8 @@ static int read_delay(const char *key, const json_t *v, uint64_t *out, char *err
 
 static int parse_config(const json_t *config, fail_inst_t *in, char *errstr, size_t errstr_size)
 {
-    static const char *const keys[] = {"outcome", "mode",     "times",  "probability",
-                                       "delay",   "delay_ms", "reason", NULL};
+    static const char *const keys[] = {"outcome",  "mode",   "times",    "probability", "delay",
+                                       "delay_ms", "reason", "crash_id", NULL};
     int rc = sb__mod_check_keys(MOD, config, keys, errstr, errstr_size);
     if (rc != SB_EOK || !config || json_is_null(config))
         return rc;
@@ -155,6 +161,19 @@ static int parse_config(const json_t *config, fail_inst_t *in, char *errstr, siz
         in->has_delay = true;
     }
 
+    v = json_object_get(config, "crash_id");
+    if (v) {
+        const char *s = json_string_value(v);
+        if (!s || !*s) {
+            sb__mod_err(errstr, errstr_size, MOD ": crash_id must be a non-empty string");
+            return SB_ECONFIG;
+        }
+        if (!(in->crash_id = sb_strdup(s))) {
+            sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+            return SB_ENOMEM;
+        }
+    }
+
     v = json_object_get(config, "reason");
     if (v) {
         const char *s = json_string_value(v);
@@ -224,6 +243,8 @@ static sb_outcome_t fail_event(sb_context_t *ctx, const sb_event_t *ev, void *ud
         sb_ctx_reason(ctx, DEFAULT_REASON);
         return SB_RETRY;
     }
+    if (in->crash_id && !strcmp(sb_event_id(ev), in->crash_id))
+        abort(); /* a crashing handler, for the crash guard's tests */
     unsigned attempt = sb_event_attempt(ev);
     bool fail;
     switch (in->mode) {

@@ -9,6 +9,7 @@
 #include "dlq_kafka.h"
 #include "errf.h"
 #include "host.h"
+#include "crashguard.h"
 #include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
@@ -324,6 +325,11 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         goto err;
     if ((rc = make_store(p, errstr, n)) != SB_EOK || (rc = make_transport(p, errstr, n)) != SB_EOK)
         goto err;
+    const char *crash_file = sb__config_str(cfg, "service.crash_file");
+    if (crash_file && *crash_file &&
+        (rc = sb__crashguard_open(crash_file, (unsigned)sb__config_int(cfg, "service.max_crashes"),
+                                  &p->guard, errstr, n)) != SB_EOK)
+        goto err;
     sb__dispatcher_opts_t o = {
         .max_inflight = max_inflight,
         .consumer = sb__config_str(cfg, "service.name"),
@@ -333,6 +339,7 @@ int sb__pipeline_new(const sb__config_t *cfg, sb__pipeline_t **out, char *errstr
         .done_ttl_ms = sb__config_duration_ms(cfg, "idempotency.redis.ttl"),
         .process_without_store =
             !strcmp(sb__config_str(cfg, "idempotency.redis.on_unavailable"), "process"),
+        .crashguard = p->guard,
     };
     sb__transport_t *dtx = p->tx;
     if (p->store && !strcmp(p->store->ops->name, "redis") && store_blocks(p)) {
@@ -382,6 +389,7 @@ void sb__pipeline_destroy(sb__pipeline_t *p)
     sb__replay_jobs_destroy(p->jobs);
     sb__pool_destroy(p->pool);
     sb__dispatcher_destroy(p->dp);
+    sb__crashguard_close(p->guard);
     if (p->tx)
         p->tx->ops->destroy(p->tx);
     if (p->store)

@@ -30,6 +30,7 @@ typedef struct sb__pipeline {
     const char *transport_kind;
     struct store_gate *gate;      /* Redis store, on_unavailable: block (pipeline.c) */
     struct sb__replay_jobs *jobs; /* admin replay jobs (replay_jobs.h), with the admin server */
+    struct sb__crashguard *guard; /* service.crash_file (crashguard.h); NULL: off */
 } sb__pipeline_t;
 
 /* Builds everything but does not start intake. SB_ECONFIG (with the reason) when the

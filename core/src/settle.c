@@ -17,6 +17,7 @@
 
 #include "switchboard/alloc.h"
 #include "switchboard/error.h"
+#include "crashguard.h"
 #include "datetime.h"
 #include "log.h"
 #include "settle.h"
@@ -24,8 +25,8 @@
 #define HS_INLINE     2
 #define BUSY_RETRY_MS 1000
 
-const char *const sb__dl_reasons[6] = {"decode",   "schema",       "unroutable",
-                                       "rejected", "max-attempts", "timeout"};
+const char *const sb__dl_reasons[7] = {"decode",       "schema",  "unroutable", "rejected",
+                                       "max-attempts", "timeout", "crashed"};
 
 typedef enum hs_result {
     R_NONE = 0,
@@ -241,7 +242,7 @@ static void settled_cb(void *arg, int status)
 
 static int reason_index(const char *reason)
 {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (!strcmp(sb__dl_reasons[i], reason))
             return i;
     return 0;
@@ -250,6 +251,7 @@ static int reason_index(const char *reason)
 static void settle_ack(sb__slot_t *s)
 {
     sb__dispatcher_t *dp = s->dp;
+    sb__crashguard_clear(dp->o.crashguard, s->ev.id, s->ev.id_len);
     dp->stats.acked++;
     notify(s, SB__SETTLED_ACK, 0, NULL, NULL, NULL);
     dp->tx->ops->ack(dp->tx, s->d);
@@ -269,6 +271,7 @@ static void settle_dead_letter(sb__slot_t *s, const char *reason, const char *er
                           .attempts = s->d->attempt,
                           .consumer = dp->consumer,
                           .failed_at_us = sb__datetime_now_us()};
+    sb__crashguard_clear(dp->o.crashguard, s->ev.id, s->ev.id_len);
     dp->stats.dead_lettered++;
     dp->stats.dl_by_reason[reason_index(reason)]++;
     if (h)
@@ -556,7 +559,10 @@ static void worker_run(void *arg)
 {
     sb__hstate_t *hs = arg;
     int64_t t0 = sb__datetime_now_us();
+    sb__crashguard_t *g = hs->slot->dp->o.crashguard;
+    sb__crashguard_enter(g, false, hs->slot->ev.id, hs->slot->ev.id_len);
     hs->outcome = hs->h->def->fn(&hs->ctx, &hs->slot->ev, hs->h->ud);
+    sb__crashguard_leave(g, false);
     hs->worker_us = sb__datetime_now_us() - t0;
 }
 
@@ -647,7 +653,9 @@ static void run_handler(sb__hstate_t *hs)
         }
         return;
     }
+    sb__crashguard_enter(dp->o.crashguard, true, s->ev.id, s->ev.id_len);
     sb_outcome_t out = hs->h->def->fn(&hs->ctx, &s->ev, hs->h->ud);
+    sb__crashguard_leave(dp->o.crashguard, true);
     handle_outcome(hs, out);
 }
 
@@ -862,6 +870,15 @@ void sb__dispatcher_deliver(void *arg, sb__delivery_t *d)
         else
             dp->stats.acked_invalid++;
         settle_ack(s);
+        return;
+    }
+    unsigned strikes = sb__crashguard_strikes(dp->o.crashguard, s->ev.id, s->ev.id_len);
+    if (strikes && strikes >= sb__crashguard_max(dp->o.crashguard)) {
+        char why[160];
+        snprintf(why, sizeof why,
+                 "the consumer crashed %u times while a handler ran this event: not run again",
+                 strikes);
+        settle_dead_letter(s, "crashed", why, NULL);
         return;
     }
     s->n_hs = (unsigned)v->n_targets;

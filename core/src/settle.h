@@ -54,25 +54,27 @@ typedef struct sb__handler {
 typedef struct sb__dispatcher sb__dispatcher_t;
 
 typedef struct sb__dispatcher_opts {
-    unsigned max_inflight;      /* slots; default 1000 */
-    const char *consumer;       /* service.name, for x-sb-consumer */
-    const char *group;          /* consumer group, part of idempotency keys */
-    const char *key_prefix;     /* idempotency key prefix, default "sb:idem:" */
-    uint64_t lease_ms;          /* claim lease, default 30 s */
-    uint64_t done_ttl_ms;       /* how long a done key is remembered, default 7 d */
-    bool process_without_store; /* store unavailable: run anyway (on_unavailable: process) */
+    unsigned max_inflight;             /* slots; default 1000 */
+    const char *consumer;              /* service.name, for x-sb-consumer */
+    const char *group;                 /* consumer group, part of idempotency keys */
+    const char *key_prefix;            /* idempotency key prefix, default "sb:idem:" */
+    uint64_t lease_ms;                 /* claim lease, default 30 s */
+    uint64_t done_ttl_ms;              /* how long a done key is remembered, default 7 d */
+    bool process_without_store;        /* store unavailable: run anyway (on_unavailable: process) */
+    struct sb__crashguard *crashguard; /* NULL: off; see crashguard.h */
 } sb__dispatcher_opts_t;
 
 typedef struct sb__dispatcher_stats {
     uint64_t received, acked, retried, dead_lettered, released;
     uint64_t duplicates;       /* handler runs skipped: already done for this event */
     uint64_t duplicate_events; /* messages acked without running anything: all done */
-    uint64_t dl_by_reason[6];  /* decode, schema, unroutable, rejected, max-attempts, timeout */
+    uint64_t dl_by_reason[7];  /* decode, schema, unroutable, rejected, max-attempts, timeout,
+                                  crashed */
     uint64_t acked_unroutable, acked_invalid;
     uint64_t publishes, publish_failures;
 } sb__dispatcher_stats_t;
 
-extern const char *const sb__dl_reasons[6];
+extern const char *const sb__dl_reasons[7];
 
 /* Creates a dispatcher. All arguments are borrowed and must outlive it; store and pool may
  * be NULL (no idempotency; blocking handlers refused at registration). It registers itself

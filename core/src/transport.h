@@ -66,7 +66,7 @@ typedef struct sb__delivery {
  * plus the origin (x-sb-original-exchange/-routing-key or -topic/-partition/-offset),
  * which the transport fills from the delivery itself. */
 typedef struct sb__dl_meta {
-    const char *reason;  /* decode, schema, unroutable, rejected, max-attempts, timeout */
+    const char *reason;  /* decode, schema, unroutable, rejected, max-attempts, timeout, crashed */
     const char *error;   /* human-readable detail */
     const char *handler; /* NULL when no handler was involved */
     unsigned attempts;

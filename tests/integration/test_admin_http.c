@@ -344,7 +344,7 @@ static void test_metrics_without_sources(void **state)
     assert_has_line(s, "switchboard_messages_received_total{transport=\"\",source=\"\"} 0");
     assert_has_line(s, "# TYPE switchboard_messages_settled_total counter");
     assert_has_line(s, "# TYPE switchboard_handler_duration_seconds histogram");
-    for (size_t i = 0; i < 6; i++) {
+    for (size_t i = 0; i < sizeof sb__dl_reasons / sizeof *sb__dl_reasons; i++) {
         char line[128];
         snprintf(line, sizeof line, "switchboard_dead_letters_total{reason=\"%s\"} 0",
                  sb__dl_reasons[i]);

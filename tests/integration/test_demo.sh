@@ -67,7 +67,7 @@ if [ -n "$received" ] && [ -n "$retried" ] && [ -n "$followups" ] &&
     fail "received $received < published 200 + retried $retried + follow-ups $followups"
 fi
 by_reason=0
-for r in decode schema unroutable rejected max-attempts timeout; do
+for r in decode schema unroutable rejected max-attempts timeout crashed; do
     v=$(sed -n "s/^    $r  *\([0-9][0-9]*\)\$/\1/p" "$out")
     by_reason=$((by_reason + ${v:-0}))
 done
