@@ -16,20 +16,6 @@
 
 enum { N = 50, POISON = 20, MAX_CRASHES = 3 };
 
-/* Lines of the file at path containing needle. */
-static int log_has(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    SBT_CHECK(f != NULL);
-    char line[4096];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        if (strstr(line, needle))
-            n++;
-    fclose(f);
-    return n;
-}
-
 int main(void)
 {
     const char *url = sbt_service("SB_TEST_AMQP_URL", "RabbitMQ");
@@ -125,7 +111,7 @@ int main(void)
                   "ledger: %zu missing, %zu unexpected (the poison event must never be "
                   "recorded)",
                   missing, unexpected);
-    SBT_CHECK_MSG(log_has(log, "the previous process died while a handler ran event") ==
+    SBT_CHECK_MSG((int)sbt_grep(log, "the previous process died while a handler ran event") ==
                       MAX_CRASHES,
                   "the crash guard's warnings (log %s)", log);
     SBT_CHECK(sbt_stop(pid, SIGTERM, 15000) == 0);

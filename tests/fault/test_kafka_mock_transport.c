@@ -116,7 +116,7 @@ int main(void)
     if (st != 0)
         kt_dump_log(log);
     SBT_CHECK_MSG(st == 0, "exit status %d", st);
-    size_t warnings = kt_grep(log, "WARN  kafka") + kt_grep(log, "ERROR kafka");
+    size_t warnings = sbt_grep(log, "WARN  kafka") + sbt_grep(log, "ERROR kafka");
     if (!warnings)
         kt_dump_log(log);
     SBT_CHECK_MSG(warnings > 0, "the outage left no kafka warning in the log");

@@ -104,20 +104,6 @@ void kt_dump_log(const char *log)
         fputs(ring[i % 40], stderr);
 }
 
-size_t kt_grep(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[4096];
-    size_t n = 0;
-    while (fgets(line, sizeof line, f))
-        if (strstr(line, needle))
-            n++;
-    fclose(f);
-    return n;
-}
-
 void kt_files_free(char *topic, char *group, char *ledger, char *log, char *cfg)
 {
     unlink(ledger);

@@ -33,7 +33,4 @@ void kt_dump_log(const char *log);
 /* Removes the ledger, log and config files and frees the five names (a test's teardown). */
 void kt_files_free(char *topic, char *group, char *ledger, char *log, char *cfg);
 
-/* Count of lines of path containing `needle`. */
-size_t kt_grep(const char *path, const char *needle);
-
 #endif

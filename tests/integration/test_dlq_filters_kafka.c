@@ -501,8 +501,8 @@ static void check_filters(const char *cfg, const kt_events_t *ev, const char *t_
     printf("ok: --limit 5 and --type Order.* --limit 2\n");
     /* show ID */
     dlq_ok(cfg, (const char *[]){"show", ev[3].ids[1], NULL});
-    SBT_CHECK(kt_grep(out_path, ev[3].ids[1]) > 0);
-    SBT_CHECK(kt_grep(out_path, "card declined by issuer") == 1);
+    SBT_CHECK(sbt_grep(out_path, ev[3].ids[1]) > 0);
+    SBT_CHECK(sbt_grep(out_path, "card declined by issuer") == 1);
     SBT_CHECK(dlq(cfg, (const char *[]){"show", "no-such-id", NULL}) == 1);
     idset_free(&want);
 
@@ -587,7 +587,7 @@ static void check_seek(const char *cfg, const char *seek_topic, const char *run)
     /* A dry run is read-only: it seeks too, and moves nothing. */
     dlq_ok(cfg,
            (const char *[]){"purge", "--queue", seek_topic, "--since", "45m", "--dry-run", NULL});
-    SBT_CHECK(kt_grep(out_path, "would purge") == 2);
+    SBT_CHECK(sbt_grep(out_path, "would purge") == 2);
     SBT_CHECK(stats_total(cfg, (const char *[]){"--queue", seek_topic, NULL}) == NR);
     /* Without --since everything is read. */
     groups(&want, NULL, "");
@@ -631,10 +631,10 @@ static void check_export_import(const char *cfg, const char *import_topic, const
 {
     dlq_ok(cfg, (const char *[]){"export", "--out", exp1, NULL});
     SBT_CHECK(sbt_count_lines(exp1) == 12);
-    SBT_CHECK_MSG(kt_grep(exp1, "[\"x-test-bin\",\"K\",{\"b64\":\"/wAB/g==\"}]") == 12,
+    SBT_CHECK_MSG(sbt_grep(exp1, "[\"x-test-bin\",\"K\",{\"b64\":\"/wAB/g==\"}]") == 12,
                   "the binary header is not exported as base64");
     dlq_ok(cfg, (const char *[]){"import", exp1, "--queue", import_topic, NULL});
-    SBT_CHECK(kt_grep(err_path, "12 imported, 0 failed") == 1);
+    SBT_CHECK(sbt_grep(err_path, "12 imported, 0 failed") == 1);
     dlq_ok(cfg, (const char *[]){"export", "--queue", import_topic, "--out", exp2, NULL});
     SBT_CHECK(sbt_count_lines(exp2) == 12);
 
@@ -691,7 +691,7 @@ static void check_interrupted_replay(const char *cfg_ok, const char *dlq_topic, 
     printf("ok: replay --rate 2/s killed after %ld of 12\n", moved);
 
     dlq_ok(cfg_ok, (const char *[]){"replay", NULL});
-    SBT_CHECK_MSG(kt_grep(err_path, ", 0 failed") == 1, "second replay failed");
+    SBT_CHECK_MSG(sbt_grep(err_path, ", 0 failed") == 1, "second replay failed");
     SBT_CHECK(committed_sum(oc, dlq_topic, 2) == 12);
     bool ok = sbt_wait_lines(ledger, 12, 60000);
     if (!ok)

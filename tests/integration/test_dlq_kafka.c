@@ -149,13 +149,13 @@ static void check_metadata_bound(const char *brokers, const char *cfg, const cha
     int rc =
         dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--type", "Overflow.A", NULL});
     long purged = summary_count("purged");
-    if (rc != 1 || !kt_grep(err_path, "stopped before offset") ||
-        !kt_grep(err_path, "broader filter"))
+    if (rc != 1 || !sbt_grep(err_path, "stopped before offset") ||
+        !sbt_grep(err_path, "broader filter"))
         dump_err();
     SBT_CHECK_MSG(rc == 1, "purge --type A (too many to record) exited %d", rc);
-    SBT_CHECK(kt_grep(err_path, "stopped before offset") == 1);
-    SBT_CHECK(kt_grep(err_path, "Nothing was lost or sent twice") == 1);
-    SBT_CHECK(kt_grep(err_path, "broader filter") == 1);
+    SBT_CHECK(sbt_grep(err_path, "stopped before offset") == 1);
+    SBT_CHECK(sbt_grep(err_path, "Nothing was lost or sent twice") == 1);
+    SBT_CHECK(sbt_grep(err_path, "broader filter") == 1);
     SBT_CHECK_MSG(purged > 1500 && purged < NO / 2, "purge --type A: %ld purged", purged);
     size_t md = 0;
     int64_t off = committed_of(brokers, replay_group, otopic, &md);
@@ -246,9 +246,9 @@ static void check_metadata_read(const char *brokers, const char *cfg, const char
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         commit_with(brokers, group, otopic, NO - 2, bad[i].md);
         int rc = dlq(cfg, out, (const char *[]){"list", "--queue", otopic, NULL});
-        if (rc != 1 || kt_grep(err_path, bad[i].says) != 1)
+        if (rc != 1 || sbt_grep(err_path, bad[i].says) != 1)
             dump_err();
-        SBT_CHECK_MSG(rc == 1 && kt_grep(err_path, bad[i].says) == 1, "metadata \"%s\": list %d",
+        SBT_CHECK_MSG(rc == 1 && sbt_grep(err_path, bad[i].says) == 1, "metadata \"%s\": list %d",
                       bad[i].md, rc);
         rc = dlq(cfg, out, (const char *[]){"purge", "--queue", otopic, "--all", NULL});
         SBT_CHECK_MSG(rc == 1, "metadata \"%s\": purge %d", bad[i].md, rc);

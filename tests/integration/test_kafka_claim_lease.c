@@ -112,8 +112,8 @@ int main(void)
         i++;
     }
     fclose(f);
-    size_t expired = kt_grep(log, "expired while waiting");
-    size_t retried = kt_grep(log, "retry in");
+    size_t expired = sbt_grep(log, "expired while waiting");
+    size_t retried = sbt_grep(log, "retry in");
     if (expired || retried)
         kt_dump_log(log);
     SBT_CHECK_MSG(!expired && !retried, "%zu claims expired while waiting, %zu retries", expired,

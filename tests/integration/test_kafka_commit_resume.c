@@ -68,7 +68,7 @@ static void scenario(const char *brokers, const char *concurrency)
     SBT_CHECK_MSG(!missing && !dups && !unexpected,
                   "%s: missing %zu, duplicates %zu, unexpected %zu", concurrency, missing, dups,
                   unexpected);
-    SBT_CHECK(kt_grep(log, "kafka: assigned") >= 2);
+    SBT_CHECK(sbt_grep(log, "kafka: assigned") >= 2);
     printf("ok: %s: %d ids once each across a SIGTERM and a restart\n", concurrency, ev.n);
     kt_events_free(&ev);
     kt_files_free(topic, group, ledger, log, cfg);

@@ -70,7 +70,7 @@ static void scenario(const char *brokers, const char *strategy, const char *redi
     if (!ok)
         kt_dump_log(log);
     SBT_CHECK_MSG(ok, "%s: two members handled %zu", strategy, sbt_count_lines(ledger));
-    size_t moves = kt_grep(log, "kafka: assigned") + kt_grep(log, "kafka: revoking");
+    size_t moves = sbt_grep(log, "kafka: assigned") + sbt_grep(log, "kafka: revoking");
     pid_t c = kt_run(cfg, log);
     ok = sbt_wait_lines(ledger, 900, 60000);
     SBT_CHECK_MSG(ok, "%s: after the join, %zu", strategy, sbt_count_lines(ledger));
@@ -81,7 +81,7 @@ static void scenario(const char *brokers, const char *strategy, const char *redi
      * idempotency skips those). That case is not what this test is about. */
     uint64_t quiet_since = sbt_now_ms(), give_up = sbt_now_ms() + 30000;
     while (sbt_now_ms() - quiet_since < 1500 && sbt_now_ms() < give_up) {
-        size_t now = kt_grep(log, "kafka: assigned") + kt_grep(log, "kafka: revoking");
+        size_t now = sbt_grep(log, "kafka: assigned") + sbt_grep(log, "kafka: revoking");
         if (now != moves) {
             moves = now;
             quiet_since = sbt_now_ms();
@@ -110,12 +110,12 @@ static void scenario(const char *brokers, const char *strategy, const char *redi
     SBT_CHECK_MSG(!missing && !dups && !unexpected,
                   "%s: missing %zu, duplicates %zu, unexpected %zu", strategy, missing, dups,
                   unexpected);
-    size_t revokes = kt_grep(log, "kafka: revoking");
+    size_t revokes = sbt_grep(log, "kafka: revoking");
     SBT_CHECK_MSG(revokes >= 2, "%s: only %zu revokes logged", strategy, revokes);
     printf("ok: %s%s: %d ids once each; join at %zu, leave at %zu handled; %zu revokes, "
            "%zu waited for in-flight messages\n",
            strategy, redis_url ? " with Redis (claim-ahead)" : "", N, (size_t)300, before_leave,
-           revokes, kt_grep(log, "waiting for their in-flight"));
+           revokes, sbt_grep(log, "waiting for their in-flight"));
     if (redis_url)
         drop_keys(redis_url, group);
     kt_events_free(&ev);

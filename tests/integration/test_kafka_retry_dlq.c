@@ -166,7 +166,7 @@ static void retry_in_place(const char *brokers)
             SBT_CHECK_MSG(lines[k].t - lines[k - 1].t >= 0.19, "line %zu: delay %.3f s", k,
                           lines[k].t - lines[k - 1].t);
     }
-    SBT_CHECK(kt_grep(s.log, "created topic") == 1); /* only the DLQ topic: no retry topic */
+    SBT_CHECK(sbt_grep(s.log, "created topic") == 1); /* only the DLQ topic: no retry topic */
     printf("ok: in-place retry: %d events in order, attempts 1..3 each, delays >= 200 ms\n", N);
     teardown(&s);
 }
@@ -250,7 +250,7 @@ static void slow_partition_paused(const char *brokers)
                   "partition 1 was held back by the slow partition 0: it finished only when %zu "
                   "of partition 0's %d events were left",
                   slow_left, N0);
-    SBT_CHECK_MSG(kt_grep(s.log, "does not drain: paused") >= 1, "no slow-partition pause logged");
+    SBT_CHECK_MSG(sbt_grep(s.log, "does not drain: paused") >= 1, "no slow-partition pause logged");
     bool ok = sbt_wait_lines(s.ledger, N0 + N1, 60000);
     SBT_CHECK_MSG(ok, "%zu of %d ledger lines", sbt_count_lines(s.ledger), N0 + N1);
     sbt_ledger_check(s.ledger, (const char *const *)slow.ids, N0, &slow_missing, &dups,

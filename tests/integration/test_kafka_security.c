@@ -124,7 +124,7 @@ static int http_get(int port, const char *path, char *body, size_t cap)
 
 static size_t file_has(const char *path, const char *needle)
 {
-    return kt_grep(path, needle);
+    return sbt_grep(path, needle);
 }
 
 /* `switchboard config check -c cfg` (environment inherited) into out_path; its exit status. */
@@ -154,7 +154,7 @@ typedef struct {
 static bool log_has(void *ud)
 {
     const grep_arg_t *g = ud;
-    return kt_grep(g->log, g->needle) > 0;
+    return sbt_grep(g->log, g->needle) > 0;
 }
 
 /* The start-up log names the librdkafka the process loaded, and warns about SCRAM exactly
@@ -168,10 +168,10 @@ static void check_library(const ksec_case_t *c, const char *log)
     SBT_CHECK_MSG(named, "%s: the log does not name the librdkafka version", c->name);
     char want[64];
     snprintf(want, sizeof want, "on librdkafka %s", c->libdir ? NEW_RDK : rd_kafka_version_str());
-    SBT_CHECK_MSG(kt_grep(log, want) > 0, "%s: the log does not say \"%s\"", c->name, want);
+    SBT_CHECK_MSG(sbt_grep(log, want) > 0, "%s: the log does not say \"%s\"", c->name, want);
     bool scram = strstr(c->props, "SCRAM-") != NULL;
     bool old = !c->libdir && rd_kafka_version() < RDK_SCRAM_KAFKA4;
-    size_t warned = kt_grep(log, "librdkafka#4895");
+    size_t warned = sbt_grep(log, "librdkafka#4895");
     SBT_CHECK_MSG(scram && old ? warned > 0 : warned == 0, "%s: %zu SCRAM warnings in the log",
                   c->name, warned);
 }

@@ -651,6 +651,20 @@ int sbt_stop(pid_t pid, int sig, int timeout_ms)
     }
 }
 
+size_t sbt_grep(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    size_t n = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}
+
 size_t sbt_count_lines(const char *path)
 {
     FILE *f = fopen(path, "r");

@@ -71,6 +71,8 @@ int sbt_stop(pid_t pid, int sig, int timeout_ms);
  * true if reached before timeout_ms. */
 bool sbt_wait_lines(const char *path, size_t lines, int timeout_ms);
 size_t sbt_count_lines(const char *path);
+/* Lines of the file at path that contain needle (0 when it cannot be read). */
+size_t sbt_grep(const char *path, const char *needle);
 
 /* Reads the record ledger (one JSON object per line with "id") and counts occurrences per
  * id of expected[0..n): *missing gets how many expected ids never appear, *dups how many
