@@ -59,6 +59,8 @@ struct kpart {
     kmsg_t *head, *tail;
     size_t n, n_queued, n_active;
     int64_t next_fetch; /* offset after the last one received; -1: none yet */
+    int64_t refetch;    /* a message dropped on receipt (out of memory), sought again: the
+                           only offset taken until it is back; -1: none */
     int64_t store;      /* offset to store (the next one to consume) */
     int64_t barrier;    /* a message dropped unhandled (revoke, stop): store never passes it;
                            nothing after it gets a turn. -1: none */

@@ -257,6 +257,7 @@ static kpart_t *get_part(kafkatx_t *tx, const char *topic, int32_t partition)
     kp->next_fetch = -1;
     kp->store = -1;
     kp->barrier = -1;
+    kp->refetch = -1;
     kp->next_all = tx->parts;
     tx->parts = kp;
     return kp;
@@ -316,7 +317,7 @@ static void detach_part(kafkatx_t *tx, kpart_t *kp)
     kp->n_queued = kp->n_active = 0;
     kp->owned = kp->revoking = kp->paused = kp->dirty = kp->slow = false;
     kick(tx); /* deny_orphans() */
-    kp->next_fetch = kp->store = kp->barrier = -1;
+    kp->next_fetch = kp->store = kp->barrier = kp->refetch = -1;
     kp->hold_until = 0;
     event_del(kp->hold);
 }
@@ -337,6 +338,24 @@ static void advance_prefix(kpart_t *kp)
 
 /* ---- receiving ---------------------------------------------------------------------------- */
 
+/* Seeks kp back to offset (asynchronously: librdkafka drops what it prefetched after it and
+ * fetches again from there); receive() takes nothing else of kp until offset is back. */
+static void refetch(kafkatx_t *tx, kpart_t *kp, int64_t offset)
+{
+    kp->refetch = offset;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    if (!l)
+        return; /* the seek is retried with the next message of kp (dropped meanwhile) */
+    rd_kafka_topic_partition_list_add(l, kp->topic, kp->partition)->offset = offset;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(tx->consumer, l, 0);
+    if (e) {
+        sb__log(SB_LOG_WARN, NULL, "kafka: seeking %s [%" PRId32 "] to %" PRId64 ": %s", kp->topic,
+                kp->partition, offset, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
 {
     if (rkm->err) {
@@ -351,8 +370,10 @@ static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
     }
     kpart_t *kp = find_part(tx, rd_kafka_topic_name(rkm->rkt), rkm->partition);
     if (!kp || !kp->owned || kp->revoking || tx->stopped ||
-        (kp->next_fetch >= 0 && rkm->offset < kp->next_fetch)) {
-        rd_kafka_message_destroy(rkm); /* not ours (any more), or seen already */
+        (kp->next_fetch >= 0 && rkm->offset < kp->next_fetch) ||
+        (kp->refetch >= 0 && rkm->offset != kp->refetch)) {
+        /* not ours (any more), seen already, or fetched before the seek of refetch */
+        rd_kafka_message_destroy(rkm);
         return;
     }
     rd_kafka_headers_t *hs = NULL;
@@ -369,15 +390,19 @@ static void receive(kafkatx_t *tx, rd_kafka_message_t *rkm)
         mid = NULL, mid_len = 0;
     kmsg_t *m = sb_malloc(sizeof *m + nh * sizeof(sb__header_t) + (mid ? mid_len + 1 : 0));
     if (!m) {
-        /* Not tracked: the offset is never stored past it, a restart re-reads it. */
-        sb__log(SB_LOG_ERROR, NULL, "kafka: out of memory receiving %s [%" PRId32 "] @%" PRId64,
+        /* Not kept: the partition is sought back to it, and nothing after it is taken until
+         * it came again, so no later offset is stored past a message never handled. */
+        sb__log(SB_LOG_ERROR, NULL,
+                "kafka: out of memory receiving %s [%" PRId32 "] @%" PRId64 ": fetching it again",
                 kp->topic, kp->partition, rkm->offset);
+        refetch(tx, kp, rkm->offset);
         rd_kafka_message_destroy(rkm);
         return;
     }
     memset(m, 0, sizeof *m);
     m->rkm = rkm;
     m->kp = kp;
+    kp->refetch = -1; /* it is back, if it was sought */
     uint64_t made = 0, due = 0;
     for (size_t i = 0; i < nh; i++) {
         const char *name;
