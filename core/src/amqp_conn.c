@@ -283,9 +283,17 @@ static int io_connect(amqptx_t *tx, char *err, size_t n)
         return tls_fail ? -2 : -1;
     }
     amqp_set_rpc_timeout(c, &tv);
-    amqp_table_entry_t props[1];
+    /* connection.blocked: the broker tells us when a resource alarm (memory, disk) stops it
+     * from reading our publishes, instead of leaving them to hang unexplained. */
+    amqp_table_entry_t caps[1] = {
+        {.key = amqp_cstring_bytes("connection.blocked"),
+         .value = {.kind = AMQP_FIELD_KIND_BOOLEAN, .value = {.boolean = 1}}}};
+    amqp_table_entry_t props[2];
     props[0] = str_entry("connection_name", amqp_cstring_bytes(tx->consumer));
-    amqp_table_t client_props = {1, props};
+    props[1] = (amqp_table_entry_t){
+        .key = amqp_cstring_bytes("capabilities"),
+        .value = {.kind = AMQP_FIELD_KIND_TABLE, .value = {.table = {1, caps}}}};
+    amqp_table_t client_props = {2, props};
     amqp_rpc_reply_t r = amqp_login_with_properties(
         c, tx->ci.vhost, 16, FRAME_MAX, (int)tx->heartbeat_s, &client_props, AMQP_SASL_METHOD_PLAIN,
         tx->ci.user, tx->password ? tx->password : tx->ci.password);
@@ -389,6 +397,20 @@ static int on_method(amqptx_t *tx, const amqp_frame_t *f, char *err, size_t n)
     case AMQP_BASIC_CANCEL_METHOD:
         sb__amqptx_set_err(err, n, "the broker cancelled the consumer (queue deleted?)");
         return -1;
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        const amqp_connection_blocked_t *m = f->payload.method.decoded;
+        atomic_store(&tx->blocked, true);
+        log_io(SB_LOG_WARN,
+               "broker %s:%d blocked the connection (%.*s): retries, dead letters and "
+               "follow-ups wait, and so does every message that needs one; not ready until "
+               "it is unblocked",
+               tx->ci.host, tx->ci.port, (int)m->reason.len, (const char *)m->reason.bytes);
+        return 0;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        atomic_store(&tx->blocked, false);
+        log_io(SB_LOG_INFO, "broker %s:%d unblocked the connection", tx->ci.host, tx->ci.port);
+        return 0;
     default:
         return 0;
     }
@@ -565,6 +587,7 @@ static bool io_session(amqptx_t *tx)
 static void io_teardown(amqptx_t *tx)
 {
     atomic_store(&tx->ready, false);
+    atomic_store(&tx->blocked, false); /* a new connection starts unblocked */
     io_close(tx, false);
     atomic_fetch_add(&tx->gen, 1);
     sb__amqptx_pub_fail_pending(tx);

@@ -118,6 +118,7 @@ struct amqptx {
     char start_err[256];
     int efd;
     atomic_bool ready;
+    atomic_bool blocked; /* the broker sent connection.blocked (a resource alarm) */
     atomic_uint gen;
     /* loop thread only */
     bool started, paused, stopped, thread_started;

@@ -618,7 +618,7 @@ static void tx_release(sb__transport_t *t, sb__delivery_t *d)
 static bool tx_ready(sb__transport_t *t)
 {
     amqptx_t *tx = (amqptx_t *)t;
-    return tx->started && !tx->stopped && atomic_load(&tx->ready);
+    return tx->started && !tx->stopped && atomic_load(&tx->ready) && !atomic_load(&tx->blocked);
 }
 
 static void tx_stop(sb__transport_t *t)
@@ -754,6 +754,7 @@ int sb__amqptx_new(struct event_base *base, const sb__amqptx_opts_t *o, sb__tx_s
     pthread_mutex_init(&tx->mu, NULL);
     pthread_cond_init(&tx->cv, NULL);
     atomic_init(&tx->ready, false);
+    atomic_init(&tx->blocked, false);
     atomic_init(&tx->gen, 1);
     if (!(tx->urlbuf = sb_strdup(o->url)))
         goto err;
