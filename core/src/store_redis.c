@@ -41,6 +41,8 @@
 #define DEFAULT_TIMEOUT_MS      5000u
 #define BACKOFF_MIN_MS          100u
 #define WATCHDOG_MS             250u
+#define COALESCE_US             250 /* a small write waits this long for more commands */
+#define COALESCE_MAX            64  /* commands that make a write big enough to go at once */
 
 enum { OP_CLAIM = 0, OP_COMPLETE = 1, OP_RELEASE = 2, OP_EXTEND = 3, N_OPS = 4 };
 enum { ST_DOWN = 0, ST_CONNECTING = 1, ST_UP = 2 };
@@ -122,9 +124,11 @@ struct rstore {
     sb__runtime_t *rt;
     struct event_base *evbase;
     sb__redis_url_t url;
-    char where[300]; /* host:port or the socket path, for logs */
-    char *owner;     /* "inprogress:<owner>" (owner starts at owner + 11) */
-    char *probe_key; /* written with XX (so never created) to learn that writes are taken */
+    char where[300];      /* host:port or the socket path, for logs */
+    char *owner;          /* "inprogress:<owner>" (owner starts at owner + 11) */
+    char *probe_key;      /* written with XX (so never created) to learn that writes are taken */
+    struct event *wdelay; /* the coalesced write (coalesce_add_write) */
+    unsigned wbatch;      /* commands added since the last write was let go */
     size_t owner_len;
     redisAsyncContext *ac; /* NULL while down */
     int state;
@@ -788,6 +792,44 @@ static int hs_command(rstore_t *s, int step, int argc, const char **argv, const 
     return SB_EOK;
 }
 
+/* Nagle for commands: a write of fewer than COALESCE_MAX commands waits COALESCE_US for
+ * more (the completes of replies being read, the claims of the next deliveries), so Redis
+ * and we pay one system call for many; COALESCE_MAX commands go at once. Measured with
+ * Redis idempotency, 3 alternating runs: RabbitMQ (deliveries in batches of ~30) Redis CPU
+ * per message 5.7-6.7 -> 4.9-5.3 us, 31.1-34.5k -> 33.5-34.9k msgs/s; Kafka (claims in the
+ * hundreds) unchanged, where a fixed delay for every write cost 5%. */
+static void wdelay_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    rstore_t *s = arg;
+    s->wbatch = 0;
+    if (s->ac && s->ac->ev.data) /* the connection it was armed for may be gone */
+        event_add(((redisLibeventEvents *)s->ac->ev.data)->wev, NULL);
+}
+
+static void coalesce_add_write(void *privdata)
+{
+    redisLibeventEvents *e = privdata;
+    rstore_t *s = e->context->data;
+    if (!s || !s->wdelay || s->state != ST_UP) {
+        event_add(e->wev, NULL);
+        return;
+    }
+    if (event_pending(e->wev, EV_WRITE, NULL))
+        return; /* going out already */
+    if (++s->wbatch >= COALESCE_MAX) {
+        evtimer_del(s->wdelay);
+        s->wbatch = 0;
+        event_add(e->wev, NULL);
+        return;
+    }
+    if (!evtimer_pending(s->wdelay, NULL)) {
+        static const struct timeval tv = {0, COALESCE_US};
+        evtimer_add(s->wdelay, &tv);
+    }
+}
+
 static void start_connect(rstore_t *s)
 {
     if (s->ac || s->destroying)
@@ -815,6 +857,7 @@ static void start_connect(rstore_t *s)
         drop(s, "cannot attach to the event loop", true);
         return;
     }
+    ac->ev.addWrite = coalesce_add_write;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     s->ac = ac;
@@ -993,6 +1036,8 @@ static void rs_destroy(sb__store_t *st)
     sb_free(s->kset);
     sb_free(s->owner);
     sb_free(s->probe_key);
+    if (s->wdelay)
+        event_free(s->wdelay);
     sb_free(s);
 }
 
@@ -1063,6 +1108,7 @@ int sb__store_redis_new(sb__runtime_t *rt, const sb__redis_store_opts_t *o, sb__
               sb_strdup(o->probe_key && *o->probe_key ? o->probe_key : "sb:idem:probe")) ||
         !(s->kset = sb_calloc(s->kset_mask + 1, sizeof *s->kset)) ||
         !(s->reconnect = sb__runtime_timer_new(rt, reconnect_cb, s)) ||
+        !(s->wdelay = evtimer_new(s->evbase, wdelay_fire, s)) ||
         !(s->watchdog = sb__runtime_timer_new(rt, watchdog_cb, s)))
         goto nomem;
     if (*url.password && sb__log_add_secret(url.password) == SB_ENOMEM)
