@@ -89,14 +89,8 @@ int main(void)
     char *ledger = sbt_write_temp("", ".jsonl");
     char *log = sbt_write_temp("", ".log");
     int port = sbt_free_port();
-    char *ids[N], *bodies[N];
-    for (int i = 0; i < N; i++) {
-        char id[96], b[256];
-        snprintf(id, sizeof id, "%s-%02d", tag, i);
-        snprintf(b, sizeof b, "{\"Id\":\"%s\",\"JobId\":\"job-%d\"}", id, i);
-        ids[i] = strdup(id);
-        bodies[i] = strdup(b);
-    }
+    sbt_events_t ev;
+    sbt_events_make(&ev, tag, N);
     char yaml[4096];
     snprintf(yaml, sizeof yaml,
              "service: {name: blocked, shutdown_timeout: 10s}\n"
@@ -113,14 +107,7 @@ int main(void)
              port, url, exchange, queue, ledger);
     char *cfg = sbt_write_temp(yaml, ".yaml");
 
-    amqp_connection_state_t c = sbt_amqp_connect(url);
-    SBT_CHECK(c != NULL);
-    SBT_CHECK(sbt_amqp_declare_topic_exchange(c, exchange) == 0);
-    SBT_CHECK(sbt_amqp_declare_queue(c, queue, exchange, "DataSync.#") == 0);
-    const char *rk[] = {"DataSync.Completed"};
-    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rk, true, (const char *const *)bodies,
-                                    (const char *const *)ids, N, NULL, NULL) == 0);
-    sbt_amqp_close(c);
+    sbt_amqp_seed(url, exchange, queue, "DataSync.#", "DataSync.Completed", &ev);
 
     /* The alarm: every publishing connection is blocked. */
     atomic_store(&g_alarm, 1);
@@ -144,7 +131,7 @@ int main(void)
     SBT_CHECK_MSG(sbt_grep(log, "unblocked the connection") == 1, "no unblocked notice");
     SBT_CHECK_MSG(ready_status(port) == 200, "not ready after the unblock");
     size_t missing, dups, unexpected;
-    sbt_ledger_check(ledger, (const char *const *)ids, N, &missing, &dups, &unexpected);
+    sbt_ledger_check(ledger, (const char *const *)ev.ids, N, &missing, &dups, &unexpected);
     SBT_CHECK_MSG(missing == 0 && dups == N && unexpected == 0,
                   "ledger: %zu missing, %zu seen twice (want every id twice), %zu unexpected",
                   missing, dups, unexpected);
@@ -164,10 +151,7 @@ int main(void)
     const char *files[] = {ledger, log, cfg};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         unlink(files[i]);
-    for (int i = 0; i < N; i++) {
-        free(ids[i]);
-        free(bodies[i]);
-    }
+    sbt_events_free(&ev);
     free(exchange);
     free(queue);
     free(tag);

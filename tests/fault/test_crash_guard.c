@@ -25,17 +25,9 @@ int main(void)
     char *ledger = sbt_write_temp("", ".jsonl");
     char *crash_file = sbt_write_temp("", ".crash");
     char *log = sbt_write_temp("", ".log");
-    char *ids[N];
-    char *bodies[N];
-    for (int i = 0; i < N; i++) {
-        char id[96], b[256];
-        snprintf(id, sizeof id, "%s-%03d", tag, i);
-        snprintf(b, sizeof b, "{\"Id\":\"%s\",\"JobId\":\"job-%d\",\"RecordsProcessed\":%d}", id, i,
-                 i);
-        ids[i] = strdup(id);
-        bodies[i] = strdup(b);
-        SBT_CHECK(ids[i] && bodies[i]);
-    }
+    sbt_events_t ev;
+    sbt_events_make(&ev, tag, N);
+    char *const *ids = ev.ids;
     char yaml[4096];
     snprintf(yaml, sizeof yaml,
              "service: {name: crash-guard, shutdown_timeout: 10s, crash_file: %s, "
@@ -53,13 +45,9 @@ int main(void)
              crash_file, MAX_CRASHES, url, exchange, queue, ids[POISON], ledger);
     char *cfg = sbt_write_temp(yaml, ".yaml");
 
+    sbt_amqp_seed(url, exchange, queue, "DataSync.#", "DataSync.Completed", &ev);
     amqp_connection_state_t c = sbt_amqp_connect(url);
     SBT_CHECK(c != NULL);
-    SBT_CHECK(sbt_amqp_declare_topic_exchange(c, exchange) == 0);
-    SBT_CHECK(sbt_amqp_declare_queue(c, queue, exchange, "DataSync.#") == 0);
-    const char *rk[] = {"DataSync.Completed"};
-    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rk, true, (const char *const *)bodies,
-                                    (const char *const *)ids, N, NULL, NULL) == 0);
 
     /* Run, and run again after every crash, until a run handles everything. */
     int crashes = 0;
@@ -130,10 +118,7 @@ int main(void)
     const char *files[] = {ledger, crash_file, log, cfg};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         unlink(files[i]);
-    for (int i = 0; i < N; i++) {
-        free(ids[i]);
-        free(bodies[i]);
-    }
+    sbt_events_free(&ev);
     free(exchange);
     free(queue);
     free(tag);

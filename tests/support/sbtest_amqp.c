@@ -222,3 +222,45 @@ void sbt_amqp_cleanup(const char *url, const char *const *queues, const char *co
         }
     }
 }
+
+void sbt_events_make(sbt_events_t *ev, const char *tag, size_t n)
+{
+    ev->n = n;
+    ev->ids = calloc(n, sizeof *ev->ids);
+    ev->bodies = calloc(n, sizeof *ev->bodies);
+    SBT_CHECK(ev->ids && ev->bodies);
+    for (size_t i = 0; i < n; i++) {
+        char id[128], b[256];
+        snprintf(id, sizeof id, "%s-%03zu", tag, i);
+        snprintf(b, sizeof b, "{\"Id\":\"%s\",\"JobId\":\"job-%zu\",\"RecordsProcessed\":%zu}", id,
+                 i, i);
+        ev->ids[i] = strdup(id);
+        ev->bodies[i] = strdup(b);
+        SBT_CHECK(ev->ids[i] && ev->bodies[i]);
+    }
+}
+
+void sbt_events_free(sbt_events_t *ev)
+{
+    for (size_t i = 0; i < ev->n; i++) {
+        free(ev->ids[i]);
+        free(ev->bodies[i]);
+    }
+    free(ev->ids);
+    free(ev->bodies);
+    ev->ids = ev->bodies = NULL;
+    ev->n = 0;
+}
+
+void sbt_amqp_seed(const char *url, const char *exchange, const char *queue, const char *pattern,
+                   const char *rk, const sbt_events_t *ev)
+{
+    amqp_connection_state_t c = sbt_amqp_connect(url);
+    SBT_CHECK_MSG(c != NULL, "cannot connect to RabbitMQ at %s", url);
+    SBT_CHECK(sbt_amqp_declare_topic_exchange(c, exchange) == 0);
+    SBT_CHECK(sbt_amqp_declare_queue(c, queue, exchange, pattern) == 0);
+    const char *rks[] = {rk};
+    SBT_CHECK(sbt_amqp_publish_many(c, exchange, rks, true, (const char *const *)ev->bodies,
+                                    (const char *const *)ev->ids, ev->n, NULL, NULL) == 0);
+    sbt_amqp_close(c);
+}

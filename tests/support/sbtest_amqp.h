@@ -22,6 +22,20 @@ int sbt_amqp_publish_many(amqp_connection_state_t c, const char *exchange,
                           const char *const *message_ids, size_t n, const char *hdr_name,
                           const char *hdr_value);
 
+/* n small events: ids "<tag>-NNN", bodies {"Id":...,"JobId":...}. */
+typedef struct sbt_events {
+    char **ids, **bodies;
+    size_t n;
+} sbt_events_t;
+void sbt_events_make(sbt_events_t *ev, const char *tag, size_t n);
+void sbt_events_free(sbt_events_t *ev);
+
+/* Declares the topic exchange and the durable queue bound to `pattern`, then publishes the
+ * events with routing key rk and their ids as message ids (confirmed); fails the test on an
+ * error. */
+void sbt_amqp_seed(const char *url, const char *exchange, const char *queue, const char *pattern,
+                   const char *rk, const sbt_events_t *ev);
+
 typedef struct sbt_amqp_msg {
     char *body;
     size_t len;
