@@ -73,6 +73,28 @@ static int read_delay(const char *key, const json_t *v, uint64_t *out, char *err
     return SB_ECONFIG;
 }
 
+/* An optional non-empty string option into *out (replacing what was there). */
+static int read_text(const json_t *config, const char *key, char **out, char *errstr,
+                     size_t errstr_size)
+{
+    const json_t *v = json_object_get(config, key);
+    if (!v)
+        return SB_EOK;
+    const char *s = json_string_value(v);
+    if (!s || !*s) {
+        sb__mod_err(errstr, errstr_size, MOD ": %s must be a non-empty string", key);
+        return SB_ECONFIG;
+    }
+    char *copy = sb_strdup(s);
+    if (!copy) {
+        sb__mod_err(errstr, errstr_size, MOD ": out of memory");
+        return SB_ENOMEM;
+    }
+    sb_free(*out);
+    *out = copy;
+    return SB_EOK;
+}
+
 static int parse_config(const json_t *config, fail_inst_t *in, char *errstr, size_t errstr_size)
 {
     static const char *const keys[] = {"outcome",  "mode",   "times",    "probability", "delay",
@@ -161,33 +183,9 @@ static int parse_config(const json_t *config, fail_inst_t *in, char *errstr, siz
         in->has_delay = true;
     }
 
-    v = json_object_get(config, "crash_id");
-    if (v) {
-        const char *s = json_string_value(v);
-        if (!s || !*s) {
-            sb__mod_err(errstr, errstr_size, MOD ": crash_id must be a non-empty string");
-            return SB_ECONFIG;
-        }
-        if (!(in->crash_id = sb_strdup(s))) {
-            sb__mod_err(errstr, errstr_size, MOD ": out of memory");
-            return SB_ENOMEM;
-        }
-    }
-
-    v = json_object_get(config, "reason");
-    if (v) {
-        const char *s = json_string_value(v);
-        if (!s || !*s) {
-            sb__mod_err(errstr, errstr_size, MOD ": reason must be a non-empty string");
-            return SB_ECONFIG;
-        }
-        sb_free(in->reason);
-        if (!(in->reason = sb_strdup(s))) {
-            sb__mod_err(errstr, errstr_size, MOD ": out of memory");
-            return SB_ENOMEM;
-        }
-    }
-    return SB_EOK;
+    if ((rc = read_text(config, "crash_id", &in->crash_id, errstr, errstr_size)) != SB_EOK)
+        return rc;
+    return read_text(config, "reason", &in->reason, errstr, errstr_size);
 }
 
 static int fail_init(json_t *config, void **ud, char *errstr, size_t errstr_size)

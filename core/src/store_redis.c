@@ -954,6 +954,15 @@ static int rs_claim(sb__store_t *st, const char *key, uint64_t lease_ms, sb__cla
     return SB_EOK;
 }
 
+/* While our lease certainly runs (valid_until, see note_lease), nobody else can hold the
+ * key, so the owner check is already true and a native SET key done XX PX ttl (under half
+ * of a script's cost to Redis) does what the complete script would. XX: a key that vanished
+ * meanwhile (evicted, deleted by hand) is not re-created blindly; the script then decides. */
+static bool complete_is_fast(uint64_t valid_until)
+{
+    return valid_until && mono_ms() < valid_until;
+}
+
 /* complete, release and extend. Completes and releases are not held to max_outstanding:
  * each follows a claim that was, and refusing one would only leave a lease behind. An
  * extend that cannot be sent now (down, or too many outstanding) fails at once with an
@@ -973,11 +982,7 @@ static int done_op(rstore_t *s, int op, const char *key, uint64_t ms, sb__store_
     req_t *r = req_new(s, op, key, ms);
     if (!r)
         return SB_ENOMEM;
-    /* complete_is_fast: while our lease certainly runs, nobody else can hold the key, so the
-     * owner check is already true and a native SET ... XX (under half of a script's cost to
-     * Redis) does the same as the complete script. XX: a key that vanished meanwhile
-     * (evicted, deleted by hand) is not re-created blindly; the script then decides. */
-    r->fast = op == OP_COMPLETE && valid_until && mono_ms() < valid_until;
+    r->fast = op == OP_COMPLETE && complete_is_fast(valid_until);
     r->done_cb = cb;
     r->arg = arg;
     if (submit(s, r) != SB_EOK)
