@@ -549,7 +549,7 @@ int sb__cmd_demo(int argc, char **argv)
            st->duplicate_events, st->duplicates);
     printf("  retried                      %" PRIu64 "\n", st->retried);
     printf("  dead-lettered                %" PRIu64 "\n", st->dead_lettered);
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < SB__N_DL_REASONS; i++)
         if (st->dl_by_reason[i])
             printf("    %-26s %" PRIu64 "\n", sb__dl_reasons[i], st->dl_by_reason[i]);
     printf("  follow-ups published         %" PRIu64 " NotificationRequested\n", followups);

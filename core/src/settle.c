@@ -25,8 +25,8 @@
 #define HS_INLINE     2
 #define BUSY_RETRY_MS 1000
 
-const char *const sb__dl_reasons[7] = {"decode",       "schema",  "unroutable", "rejected",
-                                       "max-attempts", "timeout", "crashed"};
+const char *const sb__dl_reasons[SB__N_DL_REASONS] = {
+    "decode", "schema", "unroutable", "rejected", "max-attempts", "timeout", "crashed"};
 
 typedef enum hs_result {
     R_NONE = 0,
@@ -242,7 +242,7 @@ static void settled_cb(void *arg, int status)
 
 static int reason_index(const char *reason)
 {
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < SB__N_DL_REASONS; i++)
         if (!strcmp(sb__dl_reasons[i], reason))
             return i;
     return 0;

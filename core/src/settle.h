@@ -64,17 +64,20 @@ typedef struct sb__dispatcher_opts {
     struct sb__crashguard *crashguard; /* NULL: off; see crashguard.h */
 } sb__dispatcher_opts_t;
 
+/* Dead-letter reasons: decode, schema, unroutable, rejected, max-attempts, timeout,
+ * crashed (sb__dl_reasons). */
+#define SB__N_DL_REASONS 7
+
 typedef struct sb__dispatcher_stats {
     uint64_t received, acked, retried, dead_lettered, released;
-    uint64_t duplicates;       /* handler runs skipped: already done for this event */
-    uint64_t duplicate_events; /* messages acked without running anything: all done */
-    uint64_t dl_by_reason[7];  /* decode, schema, unroutable, rejected, max-attempts, timeout,
-                                  crashed */
+    uint64_t duplicates;                     /* handler runs skipped: already done for this event */
+    uint64_t duplicate_events;               /* messages acked without running anything: all done */
+    uint64_t dl_by_reason[SB__N_DL_REASONS]; /* in sb__dl_reasons order */
     uint64_t acked_unroutable, acked_invalid;
     uint64_t publishes, publish_failures;
 } sb__dispatcher_stats_t;
 
-extern const char *const sb__dl_reasons[7];
+extern const char *const sb__dl_reasons[SB__N_DL_REASONS];
 
 /* Creates a dispatcher. All arguments are borrowed and must outlive it; store and pool may
  * be NULL (no idempotency; blocking handlers refused at registration). It registers itself
